@@ -1,0 +1,20 @@
+//! Benchmarks. Each prints human-readable figures and ends with one JSON line.
+
+mod agent;
+mod cni;
+mod controller;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Name {
+    Cni,
+    Agent,
+    Controller,
+}
+
+pub fn run(name: Name, args: &[String]) -> anyhow::Result<()> {
+    match name {
+        Name::Cni => cni::run(args),
+        Name::Agent => agent::run(args),
+        Name::Controller => controller::run(args),
+    }
+}
