@@ -15,3 +15,17 @@ pub mod netns;
 pub mod subnet_file;
 
 pub use error::Error;
+
+/// For privileged tests: true when running as root. When not root, returns false if
+/// `WEFT_SKIP_PRIVILEGED=1` is set (the caller then skips, saying so), and panics
+/// otherwise, so a privileged test never passes silently by not running.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("WEFT_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+        eprintln!("SKIPPED {test}: needs root (WEFT_SKIP_PRIVILEGED=1)");
+        return false;
+    }
+    panic!("{test} needs root; run as root or set WEFT_SKIP_PRIVILEGED=1 to skip it explicitly");
+}
