@@ -3,3 +3,5 @@
 
 pub mod fixtures;
 pub mod harness;
+pub mod probe;
+pub mod topo;

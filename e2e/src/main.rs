@@ -14,6 +14,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The connectivity probe (run inside pods by the tests).
+    Probe {
+        #[command(subcommand)]
+        action: ProbeAction,
+    },
     /// Run one benchmark: cni, agent or controller.
     Bench {
         #[arg(value_enum)]
@@ -21,6 +26,27 @@ enum Command {
         /// Extra arguments for the benchmark.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProbeAction {
+    /// Serve TCP and UDP on ADDR, answering each client with the address it saw.
+    Serve { addr: std::net::SocketAddr },
+    /// Connect over TCP to ADDR and print the address the server saw.
+    Connect {
+        addr: std::net::SocketAddr,
+        /// Bytes to send after the greeting (a bulk transfer check).
+        #[arg(long, default_value_t = 0)]
+        send_bytes: u64,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
+    /// Send one UDP datagram to ADDR and print the address the server saw.
+    Udp {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
     },
 }
 
@@ -35,5 +61,26 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { name, args } => bench::run(name, &args),
+        Command::Probe { action } => probe(action),
+    }
+}
+
+fn probe(action: ProbeAction) -> anyhow::Result<()> {
+    use std::time::Duration;
+    use weft_e2e::probe;
+    match action {
+        ProbeAction::Serve { addr } => probe::serve(addr),
+        ProbeAction::Connect {
+            addr,
+            send_bytes,
+            timeout_secs,
+        } => {
+            println!("{}", probe::connect(addr, send_bytes, Duration::from_secs(timeout_secs))?);
+            Ok(())
+        }
+        ProbeAction::Udp { addr, timeout_secs } => {
+            println!("{}", probe::udp(addr, Duration::from_secs(timeout_secs))?);
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,122 @@
+//! Test hosts as network namespaces: "nodes" joined by an underlay bridge in the host
+//! netns (so they reach a kube-apiserver bound to the host's underlay address), and pods.
+//! Scaffolding only, so it drives `ip`; weft itself talks netlink.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// Runs a command, failing with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("spawn {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(out)
+}
+
+pub fn ip(args: &[&str]) -> Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+/// `ip netns exec NS PROG ARGS...` as a Command, to run or spawn.
+pub fn in_netns(ns: &str, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(prog);
+    c
+}
+
+/// A binary of this workspace (`WEFT_BIN_DIR`, else target/debug next to the workspace).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("WEFT_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("debug")
+        }
+    };
+    let p = dir.join(name);
+    if !p.is_file() {
+        bail!("{} is missing: build the workspace first (cargo build --workspace)", p.display());
+    }
+    Ok(p)
+}
+
+pub struct NodeNs {
+    pub netns: String,
+    pub ip: Ipv4Addr,
+}
+
+/// Nodes on an underlay bridge in the host netns. Everything is removed on drop.
+pub struct Topology {
+    pub prefix: String,
+    pub bridge: String,
+    pub host_ip: Ipv4Addr,
+    pub nodes: Vec<NodeNs>,
+    extra_netns: Vec<String>,
+}
+
+impl Topology {
+    /// `n` nodes with addresses 192.168.`subnet`.1..n/24; the host is .254.
+    pub fn new(tag: &str, subnet: u8, n: usize) -> Result<Self> {
+        let prefix = format!("{tag}{}", std::process::id() % 100_000);
+        let mut t = Topology {
+            bridge: format!("{prefix}br"),
+            prefix,
+            host_ip: Ipv4Addr::new(192, 168, subnet, 254),
+            nodes: Vec::new(),
+            extra_netns: Vec::new(),
+        };
+        ip(&["link", "add", &t.bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{}/24", t.host_ip), "dev", &t.bridge])?;
+        ip(&["link", "set", &t.bridge, "up"])?;
+        for i in 1..=n {
+            let netns = format!("{}n{i}", t.prefix);
+            let node_ip = Ipv4Addr::new(192, 168, subnet, i as u8);
+            ip(&["netns", "add", &netns])?;
+            t.nodes.push(NodeNs {
+                netns: netns.clone(),
+                ip: node_ip,
+            });
+            let host_end = format!("{}v{i}", t.prefix);
+            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+            ip(&["link", "set", &host_end, "master", &t.bridge, "up"])?;
+            ip(&["-n", &netns, "addr", "add", &format!("{node_ip}/24"), "dev", "eth0"])?;
+            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &netns, "route", "add", "default", "via", &t.host_ip.to_string()])?;
+        }
+        Ok(t)
+    }
+
+    /// Another netns (a pod), removed with the topology.
+    pub fn add_netns(&mut self, name: &str) -> Result<String> {
+        let full = format!("{}{name}", self.prefix);
+        ip(&["netns", "add", &full])?;
+        ip(&["-n", &full, "link", "set", "lo", "up"])?;
+        self.extra_netns.push(full.clone());
+        Ok(full)
+    }
+
+    pub fn forget_netns(&mut self, name: &str) {
+        self.extra_netns.retain(|n| n != name);
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.extra_netns.iter().chain(self.nodes.iter().map(|n| &n.netns)) {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
