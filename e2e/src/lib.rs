@@ -3,5 +3,6 @@
 
 pub mod fixtures;
 pub mod harness;
+pub mod overlay;
 pub mod probe;
 pub mod topo;
