@@ -165,7 +165,9 @@ for t in "${TARGETS[@]}"; do
     log "$name ($i/$total) ..."
     b0=$SECONDS
     tmp="$out/.$name.tmp.$$"
-    if ! (cd "$dir" && nice -n 10 "$GO" build -p "$JOBS" -trimpath \
+    # -buildvcs=false: cmd/etcd lives in this git repo; stamping its commit and
+    # dirty state would make the binary depend on unrelated repo changes.
+    if ! (cd "$dir" && nice -n 10 "$GO" build -p "$JOBS" -trimpath -buildvcs=false \
             -ldflags="$(ldflags_for "$kind")" -o "$tmp" "$pkg"); then
         rm -f "$tmp"
         die "building $name failed"
