@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod demo;
 
 #[derive(Parser)]
 #[command(name = "weft-e2e", version, about = "weft end-to-end tooling and benchmarks")]
@@ -14,6 +15,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// weft working on this machine without a cluster: netns nodes, a real API server.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Keep everything running until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
     /// The connectivity probe (run inside pods by the tests).
     Probe {
         #[command(subcommand)]
@@ -62,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench { name, args } => bench::run(name, &args),
         Command::Probe { action } => probe(action),
+        Command::Demo { nodes, keep } => tokio::runtime::Runtime::new()?.block_on(demo::run(nodes, keep)),
     }
 }
 

@@ -33,22 +33,28 @@ pub fn in_netns(ns: &str, prog: impl AsRef<std::ffi::OsStr>) -> Command {
     c
 }
 
-/// A binary of this workspace (`WEFT_BIN_DIR`, else target/debug next to the workspace).
+/// A binary of this workspace: `WEFT_BIN_DIR`, else next to the running executable (or
+/// one level up, for test binaries in target/*/deps), else target/debug.
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
-    let dir = match std::env::var_os("WEFT_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("debug")
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = std::env::var_os("WEFT_BIN_DIR") {
+        dirs.push(PathBuf::from(d));
+    } else {
+        if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+            dirs.push(exe_dir.clone());
+            if let Some(up) = exe_dir.parent() {
+                dirs.push(up.to_path_buf());
+            }
         }
-    };
-    let p = dir.join(name);
-    if !p.is_file() {
-        bail!("{} is missing: build the workspace first (cargo build --workspace)", p.display());
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        dirs.push(target.join("debug"));
     }
-    Ok(p)
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found in {dirs:?}: build the workspace first (cargo build --workspace)"))
 }
 
 pub struct NodeNs {
