@@ -100,7 +100,7 @@ impl Overlay {
         controller
             .arg(format!("--kubeconfig={}", controller_kubeconfig.display()))
             .arg(format!("--config={}", netconf.display()))
-            .arg("--metrics-addr=127.0.0.1:0")
+            .arg("--http-addr=127.0.0.1:0")
             .env("POD_NAMESPACE", NAMESPACE)
             .env("RUST_LOG", "info");
         let controller = spawn_logged(controller, &dir.path().join("controller.log"))?;

@@ -54,7 +54,7 @@ impl Setup {
         let child = Command::new(topo::workspace_bin("weft-controller").unwrap())
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .arg(format!("--config={}", self.netconf.display()))
-            .arg("--metrics-addr=127.0.0.1:0")
+            .arg("--http-addr=127.0.0.1:0")
             .env("POD_NAMESPACE", "weft-system")
             .env("POD_NAME", format!("weft-controller-{tag}"))
             .env("RUST_LOG", "info")

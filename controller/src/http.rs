@@ -1,0 +1,56 @@
+//! /healthz, /readyz and /metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::Metrics;
+use crate::Error;
+
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(metrics)
+}
+
+/// Ready once the allocation table is rebuilt from all Nodes, leader or standby.
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "allocation table not rebuilt yet",
+        )
+    }
+}
+
+async fn metrics_text(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+}
+
+/// Binds `addr` now (so a taken port fails at start) and serves in the background.
+pub async fn spawn(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Http { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| Error::Http { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(metrics)).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(local)
+}
