@@ -2,3 +2,14 @@
 //! benchmarks) through [`peers::Peer`] sets; the binary wires it to the Node watch.
 
 pub mod peers;
+pub mod config;
+pub mod nodes;
+pub mod underlay;
+pub mod metrics;
+pub mod publish;
+pub mod datapath;
+pub mod firewall;
+pub mod reconcile;
+pub mod http;
+pub mod install_cni;
+pub mod run;

@@ -55,7 +55,9 @@ fn kubectl(cp: &ControlPlane, args: &[&str]) -> Result<String> {
 
 fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = std::fs::File::create(log)?;
-    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
     cmd.spawn().with_context(|| format!("spawn {cmd:?}"))
 }
 
@@ -77,16 +79,26 @@ impl Overlay {
         // RBAC exactly as shipped.
         let manifests = repo_root().join("manifests");
         for f in ["namespace.yaml", "rbac-agent.yaml", "rbac-controller.yaml"] {
-            kubectl(&cp, &["apply", "-f", &manifests.join(f).display().to_string()])
-                .with_context(|| format!("apply manifests/{f}"))?;
+            kubectl(
+                &cp,
+                &["apply", "-f", &manifests.join(f).display().to_string()],
+            )
+            .with_context(|| format!("apply manifests/{f}"))?;
         }
-        let agent_kubeconfig = cp.service_account_kubeconfig(NAMESPACE, "weft-agent").await?;
-        let controller_kubeconfig = cp.service_account_kubeconfig(NAMESPACE, "weft-controller").await?;
+        let agent_kubeconfig = cp
+            .service_account_kubeconfig(NAMESPACE, "weft-agent")
+            .await?;
+        let controller_kubeconfig = cp
+            .service_account_kubeconfig(NAMESPACE, "weft-controller")
+            .await?;
 
         let nodes_api: Api<Node> = Api::all(cp.client().await?);
         for (i, n) in topo.nodes.iter().enumerate() {
             nodes_api
-                .create(&PostParams::default(), &kubelet_like_node(&Self::node_name(i), n.ip))
+                .create(
+                    &PostParams::default(),
+                    &kubelet_like_node(&Self::node_name(i), n.ip),
+                )
                 .await
                 .with_context(|| format!("register {}", Self::node_name(i)))?;
         }
@@ -144,17 +156,28 @@ impl Overlay {
 
     fn spawn_agent(&self, i: usize) -> Result<Child> {
         std::fs::create_dir_all(self.node_dir(i))?;
-        let mut cmd = in_netns(&self.topo.nodes[i].netns, topo::workspace_bin("weft-agent")?);
+        let mut cmd = in_netns(
+            &self.topo.nodes[i].netns,
+            topo::workspace_bin("weft-agent")?,
+        );
         cmd.arg(format!("--node-name={}", Self::node_name(i)))
             .arg(format!("--kubeconfig={}", self.agent_kubeconfig.display()))
-            .arg(format!("--config={}", self.dir.path().join("net-conf.json").display()))
+            .arg(format!(
+                "--config={}",
+                self.dir.path().join("net-conf.json").display()
+            ))
             .arg(format!("--subnet-file={}", self.subnet_file(i).display()))
             .arg("--metrics-addr=127.0.0.1:9943")
             .env("RUST_LOG", "info");
         let log = self.dir.path().join(format!("agent-{}.log", i + 1));
         // Append so a restarted agent's log follows the first one's.
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
         cmd.spawn().context("spawn weft-agent")
     }
 
@@ -182,7 +205,10 @@ impl Overlay {
         loop {
             if let Some(agent) = self.agents[i].as_mut() {
                 if let Some(status) = agent.try_wait()? {
-                    bail!("agent on {name} exited with {status}: {}", self.log(&format!("agent-{}.log", i + 1)));
+                    bail!(
+                        "agent on {name} exited with {status}: {}",
+                        self.log(&format!("agent-{}.log", i + 1))
+                    );
                 }
             }
             let node = nodes.get(&name).await?;
@@ -228,7 +254,10 @@ impl Overlay {
                     {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
                 ],
             });
-            std::fs::write(netconf_dir.join("10-weft.conflist"), serde_json::to_vec_pretty(&conf)?)?;
+            std::fs::write(
+                netconf_dir.join("10-weft.conflist"),
+                serde_json::to_vec_pretty(&conf)?,
+            )?;
         }
         let out = topo::run(
             in_netns(&self.topo.nodes[i].netns, harness::bin("cnitool")?)
@@ -239,7 +268,9 @@ impl Overlay {
         )?;
         let result: serde_json::Value =
             serde_json::from_slice(&out.stdout).context("cnitool printed no JSON result")?;
-        let addr = result["ips"][0]["address"].as_str().context("result has no IP")?;
+        let addr = result["ips"][0]["address"]
+            .as_str()
+            .context("result has no IP")?;
         let ip: Ipv4Addr = addr.split('/').next().unwrap_or_default().parse()?;
         self.pods.push(Pod { netns, node: i, ip });
         Ok(())
@@ -257,7 +288,8 @@ impl Overlay {
                 .spawn()?;
             let mut line = String::new();
             use std::io::BufRead;
-            std::io::BufReader::new(child.stdout.take().context("probe stdout")?).read_line(&mut line)?;
+            std::io::BufReader::new(child.stdout.take().context("probe stdout")?)
+                .read_line(&mut line)?;
             if !line.starts_with("listening") {
                 bail!("probe in {} did not start: {line:?}", pod.netns);
             }
@@ -280,16 +312,37 @@ impl Overlay {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    pub fn ping(&self, from: usize, to: IpAddr, count: u32, interval: &str) -> Result<std::process::Output> {
+    pub fn ping(
+        &self,
+        from: usize,
+        to: IpAddr,
+        count: u32,
+        interval: &str,
+    ) -> Result<std::process::Output> {
         Ok(in_netns(&self.pods[from].netns, "ping")
-            .args(["-c", &count.to_string(), "-i", interval, "-W", "1", &to.to_string()])
+            .args([
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "1",
+                &to.to_string(),
+            ])
             .stdin(Stdio::null())
             .output()?)
     }
 
     /// `ip route show dev weft.1` in node `i`.
     pub fn weft_routes(&self, i: usize) -> Result<String> {
-        let out = topo::ip(&["-n", &self.topo.nodes[i].netns, "route", "show", "dev", "weft.1"])?;
+        let out = topo::ip(&[
+            "-n",
+            &self.topo.nodes[i].netns,
+            "route",
+            "show",
+            "dev",
+            "weft.1",
+        ])?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -303,14 +356,21 @@ impl Overlay {
 
     pub async fn delete_node_object(&self, i: usize) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.cp.client().await?);
-        nodes.delete(&Self::node_name(i), &DeleteParams::default()).await?;
+        nodes
+            .delete(&Self::node_name(i), &DeleteParams::default())
+            .await?;
         Ok(())
     }
 }
 
 impl Drop for Overlay {
     fn drop(&mut self) {
-        for c in self.probes.iter_mut().chain(self.agents.iter_mut().flatten()).chain(self.controller.iter_mut()) {
+        for c in self
+            .probes
+            .iter_mut()
+            .chain(self.agents.iter_mut().flatten())
+            .chain(self.controller.iter_mut())
+        {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -1,0 +1,243 @@
+//! The VXLAN device (`weft.1`): kept when it matches, adjusted in place for MTU, MAC and
+//! up state, recreated when a property the kernel cannot change (VNI, port, local
+//! address, underlay device, learning) differs.
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
+use weft_common::annotations::Mac;
+use weft_common::bridge::{ensure_address, link_by_name, link_kind, link_mac, link_mtu};
+
+use super::error::errno;
+use super::Error;
+
+/// The properties fixed at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub vni: u32,
+    pub port: u16,
+    pub local: IpAddr,
+    pub underlay_ifindex: u32,
+}
+
+fn vxlan_info(link: &LinkMessage) -> Option<&[InfoVxlan]> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Data(InfoData::Vxlan(v)) => Some(v.as_slice()),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// Why an existing VXLAN device cannot be kept, or `None` when it matches `want`.
+pub fn mismatch(info: &[InfoVxlan], want: &VxlanSpec) -> Option<String> {
+    let mut vni = None;
+    let mut port = None;
+    let mut local = None;
+    let mut link = None;
+    let mut learning = None;
+    for i in info {
+        match i {
+            InfoVxlan::Id(v) => vni = Some(*v),
+            InfoVxlan::Port(p) => port = Some(*p),
+            InfoVxlan::Local(a) => local = Some(IpAddr::V4(*a)),
+            InfoVxlan::Local6(a) => local = Some(IpAddr::V6(*a)),
+            InfoVxlan::Link(l) => link = Some(*l),
+            InfoVxlan::Learning(l) => learning = Some(*l),
+            _ => {}
+        }
+    }
+    if vni != Some(want.vni) {
+        return Some(format!("VNI is {vni:?}, want {}", want.vni));
+    }
+    if port != Some(want.port) {
+        return Some(format!("UDP port is {port:?}, want {}", want.port));
+    }
+    if local != Some(want.local) {
+        return Some(format!("local address is {local:?}, want {}", want.local));
+    }
+    if link != Some(want.underlay_ifindex) {
+        return Some(format!("underlay ifindex is {link:?}, want {}", want.underlay_ifindex));
+    }
+    if learning != Some(false) {
+        return Some("learning is on".into());
+    }
+    None
+}
+
+/// Makes sure the device exists as specified, with `mtu`, `mac` (when given) and up.
+/// Returns its ifindex and MAC.
+pub async fn ensure(
+    handle: &Handle,
+    name: &str,
+    spec: &VxlanSpec,
+    mtu: u32,
+    mac: Option<Mac>,
+) -> Result<(u32, Mac), Error> {
+    let mut link = link_by_name(handle, name).await?;
+    if let Some(existing) = &link {
+        let reason = if link_kind(existing) != Some(&InfoKind::Vxlan) {
+            Some("not a VXLAN device".to_string())
+        } else {
+            vxlan_info(existing).and_then(|info| mismatch(info, spec))
+        };
+        if let Some(reason) = reason {
+            tracing::info!(device = name, %reason, "recreating VXLAN device");
+            handle
+                .link()
+                .del(existing.header.index)
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(format!("delete device {name}"), e))?;
+            link = None;
+        }
+    }
+    let link = match link {
+        Some(link) => link,
+        None => {
+            let mut b = LinkVxlan::new(name, spec.vni)
+                .dev(spec.underlay_ifindex)
+                .port(spec.port)
+                .learning(false)
+                .mtu(mtu)
+                .up();
+            b = match spec.local {
+                IpAddr::V4(a) => b.local(a),
+                IpAddr::V6(a) => b.local6(a),
+            };
+            if let Some(m) = mac {
+                b = b.address(m.0.to_vec());
+            }
+            handle
+                .link()
+                .add(b.build())
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(format!("create VXLAN device {name} (VNI {})", spec.vni), e))?;
+            tracing::info!(device = name, vni = spec.vni, "created VXLAN device");
+            link_by_name(handle, name)
+                .await?
+                .ok_or_else(|| Error::device(name, "vanished right after it was created"))?
+        }
+    };
+    let index = link.header.index;
+    let current_mac = link_mac(&link).map(Mac);
+    let mut set = LinkUnspec::new_with_index(index);
+    let mut change = false;
+    if let Some(m) = mac {
+        if current_mac != Some(m) {
+            set = set.address(m.0.to_vec());
+            change = true;
+        }
+    }
+    if link_mtu(&link) != Some(mtu) {
+        set = set.mtu(mtu);
+        change = true;
+    }
+    if !link.header.flags.contains(LinkFlags::Up) {
+        change = true;
+    }
+    if change {
+        handle
+            .link()
+            .set(set.up().build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set {name} mac/mtu {mtu}/up"), e))?;
+    }
+    let mac = match mac.or(current_mac) {
+        Some(m) => m,
+        None => return Err(Error::device(name, "has no MAC address")),
+    };
+    Ok((index, mac))
+}
+
+/// Makes `addr` the device's only address of its family (the VTEP address, a /32 or /128).
+pub async fn ensure_only_address(handle: &Handle, name: &str, index: u32, addr: IpNet) -> Result<(), Error> {
+    let mut present = false;
+    let mut stale = Vec::new();
+    let mut dump = handle.address().get().set_link_index_filter(index).execute();
+    while let Some(msg) = dump
+        .try_next()
+        .await
+        .map_err(|e| Error::netlink(format!("list addresses of {name}"), e))?
+    {
+        if msg.header.index != index {
+            continue;
+        }
+        let Some(ip) = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        }) else {
+            continue;
+        };
+        if (ip, msg.header.prefix_len) == (addr.addr(), addr.prefix_len()) {
+            present = true;
+        } else if ip.is_ipv4() == addr.addr().is_ipv4() && !is_link_local(&ip) {
+            stale.push((ip, msg));
+        }
+    }
+    for (ip, msg) in stale {
+        let prefix = msg.header.prefix_len;
+        match handle.address().del(msg).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(Error::netlink(format!("delete address {ip}/{prefix} of {name}"), e)),
+        }
+    }
+    if !present {
+        ensure_address(handle, index, addr.addr(), addr.prefix_len()).await?;
+    }
+    Ok(())
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VxlanSpec {
+        VxlanSpec {
+            vni: 1,
+            port: 8472,
+            local: "192.168.77.1".parse().unwrap(),
+            underlay_ifindex: 2,
+        }
+    }
+    fn info(vni: u32, learning: bool) -> Vec<InfoVxlan> {
+        vec![
+            InfoVxlan::Id(vni),
+            InfoVxlan::Port(8472),
+            InfoVxlan::Local("192.168.77.1".parse().unwrap()),
+            InfoVxlan::Link(2),
+            InfoVxlan::Learning(learning),
+            InfoVxlan::Ttl(0),
+        ]
+    }
+
+    #[test]
+    fn matching_device_is_kept() {
+        assert_eq!(mismatch(&info(1, false), &spec()), None);
+    }
+
+    #[test]
+    fn vni_learning_and_underlay_differences_need_a_new_device() {
+        assert!(mismatch(&info(2, false), &spec()).unwrap().contains("VNI"));
+        assert!(mismatch(&info(1, true), &spec()).unwrap().contains("learning"));
+        let moved = VxlanSpec { underlay_ifindex: 3, ..spec() };
+        assert!(mismatch(&info(1, false), &moved).unwrap().contains("underlay"));
+        let other_ip = VxlanSpec { local: "10.0.0.1".parse().unwrap(), ..spec() };
+        assert!(mismatch(&info(1, false), &other_ip).unwrap().contains("local"));
+    }
+}

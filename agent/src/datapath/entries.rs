@@ -1,0 +1,346 @@
+//! The kernel half of a sync: dump neighbours, FDB entries and routes once, and apply a
+//! [`Plan`] with many netlink requests in flight at a time on one socket.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use weft_common::annotations::Mac;
+
+use super::error::errno;
+use super::plan::{Actual, ActualFdb, ActualNeigh, ActualRoute, Fdb, Neigh, Plan, Route, MAIN_TABLE, ROUTE_PROTOCOL};
+use super::Error;
+
+/// Requests in flight at once. The answers (acks of ~36 bytes) stay far below the
+/// socket's receive buffer.
+const IN_FLIGHT: usize = 256;
+
+/// Dumps IPv4 neighbours, FDB entries and IPv4 routes (one dump each).
+pub async fn dump(handle: &Handle) -> Result<Actual, Error> {
+    let neighs = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute()
+        .try_filter_map(|m| async move { Ok(parse_neigh(&m)) })
+        .try_collect();
+    let fdb = handle
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute()
+        .try_filter_map(|m| async move { Ok(parse_fdb(&m)) })
+        .try_collect();
+    let routes = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_filter_map(|m| async move { Ok(parse_route(&m)) })
+        .try_collect();
+    let (neighs, fdb, routes) = futures::join!(neighs, fdb, routes);
+    Ok(Actual {
+        neighs: neighs.map_err(|e| Error::netlink("dump neighbours", e))?,
+        fdb: fdb.map_err(|e| Error::netlink("dump FDB", e))?,
+        routes: routes.map_err(|e| Error::netlink("dump routes", e))?,
+    })
+}
+
+fn mac_of(bytes: &[u8]) -> Option<Mac> {
+    <[u8; 6]>::try_from(bytes).ok().map(Mac)
+}
+
+fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
+    match a {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        // FDB entries (AF_BRIDGE) carry their remote as raw bytes.
+        NeighbourAddress::Other(raw) => match raw.len() {
+            4 => <[u8; 4]>::try_from(raw.as_slice()).ok().map(|b| IpAddr::V4(b.into())),
+            16 => <[u8; 16]>::try_from(raw.as_slice()).ok().map(|b| IpAddr::V6(b.into())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn parse_neigh(m: &NeighbourMessage) -> Option<ActualNeigh> {
+    let mut ip = None;
+    let mut mac = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(d) => ip = neigh_ip(d),
+            NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+            _ => {}
+        }
+    }
+    Some(ActualNeigh {
+        ifindex: m.header.ifindex,
+        ip: ip?,
+        mac,
+        permanent: m.header.state == NeighbourState::Permanent,
+    })
+}
+
+fn parse_fdb(m: &NeighbourMessage) -> Option<ActualFdb> {
+    let mut mac = None;
+    let mut dst = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(d) => dst = neigh_ip(d),
+            NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
+            _ => {}
+        }
+    }
+    Some(ActualFdb {
+        ifindex: m.header.ifindex,
+        mac: mac?,
+        dst,
+    })
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn parse_route(m: &RouteMessage) -> Option<ActualRoute> {
+    let h = &m.header;
+    let mut table = u32::from(h.table);
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    let mut priority = 0;
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(d) => dst = route_ip(d),
+            RouteAttribute::Gateway(g) => gateway = route_ip(g),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => priority = *p,
+            _ => {}
+        }
+    }
+    let dst = dst.unwrap_or(match h.address_family {
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    });
+    Some(ActualRoute {
+        table,
+        protocol: u8::from(h.protocol),
+        dst: IpNet::new(dst, h.destination_prefix_length).ok()?,
+        gateway,
+        oif,
+        onlink: h.flags.contains(RouteFlags::Onlink),
+        priority,
+    })
+}
+
+fn family(ip: &IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }
+}
+
+/// `ip neigh replace <ip> lladdr <mac> dev <device> nud permanent` (or `del` without mac).
+fn neigh_msg(device: u32, n: &Neigh, with_mac: bool) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family(&n.ip);
+    m.header.ifindex = device;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes.push(NeighbourAttribute::Destination(neigh_addr(n.ip)));
+    if with_mac {
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
+    }
+    m
+}
+
+/// `bridge fdb replace <mac> dev <device> dst <ip> self permanent`.
+fn fdb_msg(device: u32, f: &Fdb) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = device;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
+    m.attributes.push(NeighbourAttribute::Destination(neigh_addr(f.dst)));
+    m
+}
+
+/// A route in the main table with weft's protocol.
+fn route_msg(r: &Route, for_delete: bool) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header = RouteHeader {
+        address_family: family(&r.dst.addr()),
+        destination_prefix_length: r.dst.prefix_len(),
+        table: RouteHeader::RT_TABLE_MAIN,
+        protocol: RouteProtocol::from(ROUTE_PROTOCOL),
+        // A delete matches any scope; weft's routes all have a gateway (universe).
+        scope: if for_delete { RouteScope::NoWhere } else { RouteScope::Universe },
+        kind: RouteType::Unicast,
+        ..Default::default()
+    };
+    if r.onlink {
+        m.header.flags.insert(RouteFlags::Onlink);
+    }
+    m.attributes.push(RouteAttribute::Destination(r.dst.network().into()));
+    if !r.gateway.is_unspecified() {
+        m.attributes.push(RouteAttribute::Gateway(r.gateway.into()));
+    }
+    if r.oif != 0 {
+        m.attributes.push(RouteAttribute::Oif(r.oif));
+    }
+    if r.priority != 0 {
+        m.attributes.push(RouteAttribute::Priority(r.priority));
+    }
+    debug_assert_eq!(MAIN_TABLE, u32::from(RouteHeader::RT_TABLE_MAIN));
+    m
+}
+
+/// One request and its label for errors.
+struct Request {
+    msg: RouteNetlinkMessage,
+    set: bool,
+    peer: String,
+    entry: String,
+}
+
+async fn send(mut handle: Handle, req: RouteNetlinkMessage, set: bool) -> Result<(), rtnetlink::Error> {
+    let mut msg = NetlinkMessage::from(req);
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    if set {
+        msg.header.flags |= NLM_F_CREATE | NLM_F_REPLACE;
+    }
+    let mut answers = handle.request(msg)?;
+    while let Some(answer) = answers.next().await {
+        if let NetlinkPayload::Error(e) = answer.payload {
+            let err = rtnetlink::Error::NetlinkError(e);
+            // Deleting what is already gone is success: the goal is its absence.
+            if !set && matches!(errno(&err), Some(libc::ENOENT) | Some(libc::ESRCH)) {
+                return Ok(());
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Sends one phase's requests, `IN_FLIGHT` at a time, and collects the failures.
+async fn run_phase(handle: &Handle, reqs: Vec<Request>, failures: &mut Vec<Error>) {
+    if reqs.is_empty() {
+        return;
+    }
+    let results: Vec<_> = stream::iter(reqs)
+        .map(|r| {
+            let handle = handle.clone();
+            async move {
+                send(handle, r.msg, r.set).await.map_err(|source| Error::Entry {
+                    peer: r.peer,
+                    entry: r.entry,
+                    source,
+                })
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    failures.extend(results.into_iter().filter_map(Result::err));
+}
+
+const STALE: &str = "(stale)";
+
+/// Applies `plan` to the VXLAN device `device` in the order [`Plan`] documents.
+/// Every request is tried; the error reports how many failed and the first failure.
+pub async fn apply(handle: &Handle, device: u32, plan: &Plan) -> Result<(), Error> {
+    let mut failures = Vec::new();
+    let del_routes = plan
+        .del_routes
+        .iter()
+        .map(|r| Request {
+            msg: RouteNetlinkMessage::DelRoute(route_msg(r, true)),
+            set: false,
+            peer: STALE.into(),
+            entry: format!("delete route {} via {}", r.dst, r.gateway),
+        })
+        .collect();
+    run_phase(handle, del_routes, &mut failures).await;
+
+    let dels = plan
+        .del_neighs
+        .iter()
+        .map(|n| Request {
+            msg: RouteNetlinkMessage::DelNeighbour(neigh_msg(device, n, false)),
+            set: false,
+            peer: STALE.into(),
+            entry: format!("delete neighbour {}", n.ip),
+        })
+        .chain(plan.del_fdb.iter().map(|f| Request {
+            msg: RouteNetlinkMessage::DelNeighbour(fdb_msg(device, f)),
+            set: false,
+            peer: STALE.into(),
+            entry: format!("delete FDB {} dst {}", f.mac, f.dst),
+        }))
+        .collect();
+    run_phase(handle, dels, &mut failures).await;
+
+    let sets = plan
+        .set_neighs
+        .iter()
+        .map(|s| Request {
+            msg: RouteNetlinkMessage::NewNeighbour(neigh_msg(device, &s.entry, true)),
+            set: true,
+            peer: s.peer.clone(),
+            entry: format!("neighbour {} lladdr {}", s.entry.ip, s.entry.mac),
+        })
+        .chain(plan.set_fdb.iter().map(|s| Request {
+            msg: RouteNetlinkMessage::NewNeighbour(fdb_msg(device, &s.entry)),
+            set: true,
+            peer: s.peer.clone(),
+            entry: format!("FDB {} dst {}", s.entry.mac, s.entry.dst),
+        }))
+        .collect();
+    run_phase(handle, sets, &mut failures).await;
+
+    let routes = plan
+        .set_routes
+        .iter()
+        .map(|s| Request {
+            msg: RouteNetlinkMessage::NewRoute(route_msg(&s.entry, false)),
+            set: true,
+            peer: s.peer.clone(),
+            entry: format!("route {} via {}", s.entry.dst, s.entry.gateway),
+        })
+        .collect();
+    run_phase(handle, routes, &mut failures).await;
+
+    let failed = failures.len();
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some(first) => Err(Error::Entries {
+            failed,
+            total: plan.len(),
+            first: Box::new(first),
+        }),
+    }
+}

@@ -1,0 +1,303 @@
+//! The node's VXLAN datapath: the device, the bridge, forwarding, the firewall table and
+//! the per-peer entries, kept in the kernel (they survive an agent restart).
+//!
+//! * [`Datapath::setup`] makes the node ready and writes the subnet file last.
+//! * [`Datapath::sync`] reconciles the per-peer entries with the desired peer set: one
+//!   dump of neighbours, FDB and routes, a pure [`plan::diff`], then only the difference
+//!   is sent, many requests in flight at once, routes last.
+//! * [`cleanup`] removes everything weft created.
+//!
+//! Per remote node (IPv4 pod network): a permanent neighbour `<vtep ip> lladdr <mac>`, an
+//! FDB entry `<mac> dst <underlay ip> self permanent` on the VXLAN device, and a route
+//! `<pod cidr> via <vtep ip> dev <device> onlink proto 87` (the VTEP IP is the network
+//! address of the pod CIDR). With direct routing, a node on the underlay's subnet gets
+//! `<pod cidr> via <node ip> proto 87` instead. Routes are recognised by weft's protocol
+//! number [`plan::ROUTE_PROTOCOL`] (87); neighbours and FDB entries by the device.
+//!
+//! IPv6 pod networks (dual-stack) are not programmed yet: an IPv6 pod CIDR gets its
+//! gateway on the bridge and IPv6 forwarding, but no VXLAN device or peer entries.
+
+pub mod device;
+pub mod entries;
+mod error;
+pub mod plan;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ipnet::IpNet;
+use weft_common::annotations::Mac;
+use weft_common::bridge::{addresses, link_by_name};
+use weft_common::subnet_file::{gateway_for, NodeSubnet};
+
+pub use error::Error;
+pub use plan::ROUTE_PROTOCOL;
+
+use crate::peers::Peer;
+use device::VxlanSpec;
+
+/// Everything [`Datapath::setup`] needs; computed by the caller from net-conf, the Node
+/// and the chosen underlay interface.
+#[derive(Clone, Debug)]
+pub struct DatapathConfig {
+    /// "weft.1"
+    pub vxlan_device: String,
+    pub vni: u32,
+    pub port: u16,
+    pub underlay_ip: IpAddr,
+    pub underlay_ifindex: u32,
+    /// Pod MTU = VXLAN device MTU = bridge MTU.
+    pub mtu: u32,
+    /// The MAC published earlier, reused so peers' entries stay valid.
+    pub mac: Option<Mac>,
+    /// This node's spec.podCIDRs, IPv4 first.
+    pub pod_cidrs: Vec<IpNet>,
+    pub cluster_cidrs: Vec<IpNet>,
+    /// "weft0"
+    pub bridge: String,
+    pub direct_routing: bool,
+    /// Install the `inet weft` nftables table (false: make sure there is none).
+    pub masquerade: bool,
+    pub subnet_file: PathBuf,
+}
+
+/// What one [`Datapath::sync`] did. Counts are kernel entries (neighbours, FDB entries,
+/// routes), not peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Peers that have entries.
+    pub peers: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub updated: usize,
+}
+
+struct DeviceState {
+    ifindex: u32,
+    underlay_net: Option<IpNet>,
+}
+
+/// A node's datapath, set up. Dropping it leaves everything in the kernel.
+pub struct Datapath {
+    cfg: DatapathConfig,
+    handle: rtnetlink::Handle,
+    mac: Mac,
+    spec: VxlanSpec,
+    vtep_addr: IpNet,
+    state: Mutex<DeviceState>,
+    /// Serialises syncs: each one plans from its own dump.
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+fn v4_pod_cidr(cfg: &DatapathConfig) -> Result<IpNet, Error> {
+    cfg.pod_cidrs
+        .iter()
+        .find(|c| matches!(c, IpNet::V4(_)))
+        .copied()
+        .ok_or_else(|| Error::Config(format!("no IPv4 pod CIDR among {:?}", cfg.pod_cidrs)))
+}
+
+fn check(cfg: &DatapathConfig) -> Result<(), Error> {
+    if cfg.vni == 0 || cfg.vni > 0x00ff_ffff {
+        return Err(Error::Config(format!("VNI {} is outside 1..=16777215", cfg.vni)));
+    }
+    if !(576..=65535).contains(&cfg.mtu) {
+        return Err(Error::Config(format!("MTU {} is outside 576..=65535", cfg.mtu)));
+    }
+    for name in [&cfg.vxlan_device, &cfg.bridge] {
+        weft_common::netconf::check_ifname(name).map_err(Error::Config)?;
+    }
+    Ok(())
+}
+
+/// Writes "1" to a sysctl file unless it already holds it. The file belongs to the
+/// calling thread's network namespace.
+fn sysctl_on(path: &str) -> Result<(), Error> {
+    let err = |source| Error::Sysctl {
+        path: path.into(),
+        source,
+    };
+    if std::fs::read_to_string(path).map_err(err)?.trim() == "1" {
+        return Ok(());
+    }
+    std::fs::write(path, "1\n").map_err(err)
+}
+
+/// The underlay address with its prefix, for direct routing's same-subnet test.
+async fn underlay_net(handle: &rtnetlink::Handle, cfg: &DatapathConfig) -> Result<Option<IpNet>, Error> {
+    let addrs = addresses(handle, cfg.underlay_ifindex).await?;
+    Ok(addrs
+        .into_iter()
+        .find(|(ip, _)| *ip == cfg.underlay_ip)
+        .and_then(|(ip, len)| IpNet::new(ip, len).ok()))
+}
+
+impl Datapath {
+    /// Makes the node ready: VXLAN device (kept, adjusted or recreated), its VTEP address,
+    /// the bridge with gateways and MTU, IP forwarding, the firewall table, and last the
+    /// subnet file, so the CNI plugin only sees it once the node can carry pod traffic.
+    /// Idempotent; must run in the node's network namespace (the handle's and the
+    /// calling thread's, for sysctls and `nft`).
+    pub async fn setup(cfg: DatapathConfig, handle: rtnetlink::Handle) -> Result<Datapath, Error> {
+        check(&cfg)?;
+        let v4 = v4_pod_cidr(&cfg)?;
+        let spec = VxlanSpec {
+            vni: cfg.vni,
+            port: cfg.port,
+            local: cfg.underlay_ip,
+            underlay_ifindex: cfg.underlay_ifindex,
+        };
+        let dev = &cfg.vxlan_device;
+        let (ifindex, mac) = device::ensure(&handle, dev, &spec, cfg.mtu, cfg.mac).await?;
+        let vtep_addr = IpNet::new(plan::vtep_ip(&v4), 32).expect("/32 is valid");
+        device::ensure_only_address(&handle, dev, ifindex, vtep_addr).await?;
+
+        let gateways: Vec<(IpAddr, IpNet)> = cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
+        weft_common::bridge::ensure_bridge(&handle, &cfg.bridge, cfg.mtu, &gateways).await?;
+
+        sysctl_on("/proc/sys/net/ipv4/ip_forward")?;
+        if cfg.pod_cidrs.iter().any(|c| matches!(c, IpNet::V6(_))) {
+            // Only with an IPv6 pod network: forwarding on makes the host ignore router
+            // advertisements on its own interfaces.
+            sysctl_on("/proc/sys/net/ipv6/conf/all/forwarding")?;
+        }
+
+        if cfg.masquerade {
+            crate::firewall::apply(&cfg.cluster_cidrs)?;
+        } else {
+            crate::firewall::remove()?;
+        }
+
+        let underlay_net = underlay_net(&handle, &cfg).await?;
+        NodeSubnet::new(cfg.pod_cidrs.clone(), cfg.cluster_cidrs.clone(), cfg.mtu, &cfg.bridge)
+            .write_atomic(&cfg.subnet_file)?;
+        tracing::info!(device = %dev, %mac, ifindex, vtep = %vtep_addr, "datapath ready");
+        Ok(Datapath {
+            cfg,
+            handle,
+            mac,
+            spec,
+            vtep_addr,
+            state: Mutex::new(DeviceState { ifindex, underlay_net }),
+            sync_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The VXLAN device's MAC, to publish in the Node's annotation.
+    pub fn vtep_mac(&self) -> Mac {
+        self.mac
+    }
+
+    /// ifindex of the VXLAN device.
+    pub fn ifindex(&self) -> u32 {
+        self.state.lock().expect("state lock").ifindex
+    }
+
+    pub fn config(&self) -> &DatapathConfig {
+        &self.cfg
+    }
+
+    /// Brings the kernel's per-peer entries in line with `peers` (the caller leaves this
+    /// node out): one dump, a pure diff, only the difference sent. Idempotent. Recreates
+    /// the VXLAN device first if it was deleted or changed behind our back. Every entry is
+    /// tried; the error names the first failure and counts the rest.
+    pub async fn sync(&self, peers: &[Peer]) -> Result<SyncStats, Error> {
+        let _serial = self.sync_lock.lock().await;
+        let ifindex = self.check_device().await?;
+        let local = {
+            let st = self.state.lock().expect("state lock");
+            plan::Local {
+                device: ifindex,
+                underlay: self.cfg.underlay_ifindex,
+                underlay_net: st.underlay_net,
+                direct_routing: self.cfg.direct_routing,
+                own_pod_cidrs: self.cfg.pod_cidrs.clone(),
+            }
+        };
+        let desired = plan::desired(peers, &local);
+        for (peer, reason) in &desired.skipped {
+            tracing::debug!(peer = %peer, %reason, "peer skipped");
+        }
+        let started = std::time::Instant::now();
+        let actual = entries::dump(&self.handle).await?;
+        let dumped = started.elapsed();
+        let plan = plan::diff(&desired, &actual, ifindex);
+        tracing::debug!(?dumped, planned = ?started.elapsed(), changes = plan.len(), "sync planned");
+        let stats = SyncStats {
+            peers: desired.peers,
+            added: plan.added(),
+            removed: plan.removed(),
+            updated: plan.updated(),
+        };
+        if !plan.is_empty() {
+            entries::apply(&self.handle, ifindex, &plan).await?;
+            tracing::info!(
+                peers = stats.peers,
+                added = stats.added,
+                removed = stats.removed,
+                updated = stats.updated,
+                "datapath synced"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// The device's ifindex, recreating the device (and its address) when it is gone or
+    /// no longer matches. One link lookup when all is well.
+    async fn check_device(&self) -> Result<u32, Error> {
+        let dev = &self.cfg.vxlan_device;
+        let known = self.ifindex();
+        if let Some(link) = link_by_name(&self.handle, dev).await? {
+            let up = link.header.flags.contains(netlink_packet_route::link::LinkFlags::Up);
+            let same_mac = weft_common::bridge::link_mac(&link) == Some(self.mac.0);
+            if link.header.index == known && up && same_mac {
+                return Ok(known);
+            }
+        }
+        tracing::warn!(device = %dev, "VXLAN device missing or changed; recreating");
+        let (ifindex, _) = device::ensure(&self.handle, dev, &self.spec, self.cfg.mtu, Some(self.mac)).await?;
+        device::ensure_only_address(&self.handle, dev, ifindex, self.vtep_addr).await?;
+        self.state.lock().expect("state lock").ifindex = ifindex;
+        Ok(ifindex)
+    }
+}
+
+/// Removes everything weft created in this network namespace: its routes (by protocol),
+/// the VXLAN device (with its neighbours and FDB entries), the bridge, the firewall table
+/// and the subnet file. What is already gone is skipped.
+pub async fn cleanup(
+    handle: &rtnetlink::Handle,
+    vxlan_device: &str,
+    bridge: &str,
+    subnet_file: &Path,
+) -> Result<(), Error> {
+    let actual = entries::dump(handle).await?;
+    let routes = plan::diff(&plan::Desired::default(), &actual, 0);
+    let only_routes = plan::Plan {
+        del_routes: routes.del_routes,
+        ..Default::default()
+    };
+    entries::apply(handle, 0, &only_routes).await?;
+    for name in [vxlan_device, bridge] {
+        if let Some(link) = link_by_name(handle, name).await? {
+            match handle.link().del(link.header.index).execute().await {
+                Ok(()) => {}
+                Err(e) if error::errno(&e) == Some(libc::ENODEV) => {}
+                Err(e) => return Err(Error::netlink(format!("delete {name}"), e)),
+            }
+        }
+    }
+    crate::firewall::remove()?;
+    match std::fs::remove_file(subnet_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Common(weft_common::Error::SubnetFileIo {
+                path: subnet_file.to_owned(),
+                source,
+            }))
+        }
+    }
+    Ok(())
+}

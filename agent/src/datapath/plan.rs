@@ -1,0 +1,599 @@
+//! What to change: the pure half of a sync.
+//!
+//! [`desired`] turns the peer set into the entries the kernel should hold (per remote
+//! node: a permanent neighbour, an FDB entry and an onlink route, or one plain route with
+//! direct routing). [`diff`] compares them with what a dump found and returns the
+//! [`Plan`]: entries to delete, to add and to replace. Entries that are not weft's (routes
+//! of another protocol or table, neighbours and FDB entries of other devices, neighbours
+//! the kernel learnt itself) are left alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use weft_common::annotations::Mac;
+
+use crate::peers::Peer;
+
+/// weft's route protocol number (`proto 87` in `ip route`). Not reserved in
+/// /etc/iproute2/rt_protos nor in the kernel's `RTPROT_*` list; ASCII 'W'.
+pub const ROUTE_PROTOCOL: u8 = 87;
+/// The kernel's main routing table, the only one weft uses.
+pub const MAIN_TABLE: u32 = 254;
+
+fn unspecified(net: &IpNet) -> IpAddr {
+    match net {
+        IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// A permanent neighbour on the VXLAN device: remote VTEP IP -> remote VTEP MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Neigh {
+    pub ip: IpAddr,
+    pub mac: Mac,
+}
+
+/// An FDB entry on the VXLAN device: remote VTEP MAC -> remote underlay IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fdb {
+    pub mac: Mac,
+    pub dst: IpAddr,
+}
+
+/// A route to a remote pod CIDR in the main table with weft's protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Route {
+    pub dst: IpNet,
+    pub gateway: IpAddr,
+    pub oif: u32,
+    pub onlink: bool,
+    /// Metric; weft's own routes use 0. Kept so a stale one is deleted exactly.
+    pub priority: u32,
+}
+
+/// A desired entry with the peer it is for, so errors can name the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForPeer<T> {
+    pub peer: String,
+    pub entry: T,
+}
+
+/// What the kernel should hold, keyed the way the kernel identifies each entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub neighs: BTreeMap<IpAddr, ForPeer<Mac>>,
+    pub fdb: BTreeMap<Mac, ForPeer<IpAddr>>,
+    pub routes: BTreeMap<IpNet, ForPeer<Route>>,
+    /// Peers that got entries.
+    pub peers: usize,
+    /// Peers left out, with the reason (no pod CIDR, no VTEP, conflicts).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The local facts [`desired`] needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Local {
+    /// ifindex of the VXLAN device.
+    pub device: u32,
+    /// ifindex of the underlay interface.
+    pub underlay: u32,
+    /// The underlay address with its prefix: peers whose node IP lies inside get direct
+    /// routes when `direct_routing` is on.
+    pub underlay_net: Option<IpNet>,
+    pub direct_routing: bool,
+    /// This node's pod CIDRs: a peer claiming one of them is skipped.
+    pub own_pod_cidrs: Vec<IpNet>,
+}
+
+/// The VTEP IP of a node: the network address of its pod CIDR (flannel's convention).
+pub fn vtep_ip(pod_cidr: &IpNet) -> IpAddr {
+    pod_cidr.network()
+}
+
+/// The entries for the IPv4 pod network of every peer.
+pub fn desired(peers: &[Peer], local: &Local) -> Desired {
+    let mut out = Desired::default();
+    for peer in peers {
+        let Some(cidr) = peer.pod_cidrs.iter().find(|c| matches!(c, IpNet::V4(_))).copied() else {
+            out.skipped.push((peer.name.clone(), "no IPv4 pod CIDR".into()));
+            continue;
+        };
+        if local.own_pod_cidrs.iter().any(|own| own.contains(&cidr) || cidr.contains(own)) {
+            out.skipped.push((peer.name.clone(), format!("pod CIDR {cidr} overlaps this node's")));
+            continue;
+        }
+        if out.routes.contains_key(&cidr) {
+            out.skipped.push((peer.name.clone(), format!("pod CIDR {cidr} already claimed by another peer")));
+            continue;
+        }
+        let direct = match (local.direct_routing, local.underlay_net, peer.node_ip) {
+            (true, Some(net), Some(ip)) if net.contains(&ip) => Some(ip),
+            _ => None,
+        };
+        if let Some(node_ip) = direct {
+            let route = Route {
+                dst: cidr,
+                gateway: node_ip,
+                oif: local.underlay,
+                onlink: false,
+                priority: 0,
+            };
+            out.routes.insert(cidr, for_peer(peer, route));
+            out.peers += 1;
+            continue;
+        }
+        let Some(vtep) = peer.vtep else {
+            out.skipped.push((peer.name.clone(), "no VTEP published yet".into()));
+            continue;
+        };
+        if out.fdb.contains_key(&vtep.mac) {
+            out.skipped.push((peer.name.clone(), format!("VTEP MAC {} already used by another peer", vtep.mac)));
+            continue;
+        }
+        let ip = vtep_ip(&cidr);
+        out.neighs.insert(ip, for_peer(peer, vtep.mac));
+        out.fdb.insert(vtep.mac, for_peer(peer, vtep.public_ip));
+        let route = Route {
+            dst: cidr,
+            gateway: ip,
+            oif: local.device,
+            onlink: true,
+            priority: 0,
+        };
+        out.routes.insert(cidr, for_peer(peer, route));
+        out.peers += 1;
+    }
+    out
+}
+
+fn for_peer<T>(peer: &Peer, entry: T) -> ForPeer<T> {
+    ForPeer {
+        peer: peer.name.clone(),
+        entry,
+    }
+}
+
+/// A neighbour as dumped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActualNeigh {
+    pub ifindex: u32,
+    pub ip: IpAddr,
+    pub mac: Option<Mac>,
+    pub permanent: bool,
+}
+
+/// An FDB entry (AF_BRIDGE neighbour) as dumped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActualFdb {
+    pub ifindex: u32,
+    pub mac: Mac,
+    /// The remote (`dst`); entries without one are not weft's.
+    pub dst: Option<IpAddr>,
+}
+
+/// A route as dumped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActualRoute {
+    pub table: u32,
+    pub protocol: u8,
+    pub dst: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub onlink: bool,
+    pub priority: u32,
+}
+
+/// What a dump found.
+#[derive(Clone, Debug, Default)]
+pub struct Actual {
+    pub neighs: Vec<ActualNeigh>,
+    pub fdb: Vec<ActualFdb>,
+    pub routes: Vec<ActualRoute>,
+}
+
+/// Whether an entry is new or replaces a different one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Add,
+    Update,
+}
+
+/// An entry to write (`NLM_F_CREATE | NLM_F_REPLACE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Set<T> {
+    pub peer: String,
+    pub entry: T,
+    pub change: Change,
+}
+
+/// The changes, applied in this order: stale routes first, then stale neighbours and FDB
+/// entries, then new neighbours and FDB entries, routes last, so a route never points at
+/// a VTEP the kernel cannot resolve yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub del_routes: Vec<Route>,
+    pub del_neighs: Vec<Neigh>,
+    pub del_fdb: Vec<Fdb>,
+    pub set_neighs: Vec<Set<Neigh>>,
+    pub set_fdb: Vec<Set<Fdb>>,
+    pub set_routes: Vec<Set<Route>>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn len(&self) -> usize {
+        self.del_routes.len()
+            + self.del_neighs.len()
+            + self.del_fdb.len()
+            + self.set_neighs.len()
+            + self.set_fdb.len()
+            + self.set_routes.len()
+    }
+    pub fn removed(&self) -> usize {
+        self.del_routes.len() + self.del_neighs.len() + self.del_fdb.len()
+    }
+    fn count(&self, change: Change) -> usize {
+        self.set_neighs.iter().filter(|s| s.change == change).count()
+            + self.set_fdb.iter().filter(|s| s.change == change).count()
+            + self.set_routes.iter().filter(|s| s.change == change).count()
+    }
+    pub fn added(&self) -> usize {
+        self.count(Change::Add)
+    }
+    pub fn updated(&self) -> usize {
+        self.count(Change::Update)
+    }
+}
+
+/// Desired vs actual for the VXLAN device `device`.
+pub fn diff(desired: &Desired, actual: &Actual, device: u32) -> Plan {
+    let mut plan = Plan::default();
+
+    // Neighbours: ours are the permanent ones on our device. A kernel-made entry (ARP
+    // state) for a desired IP is replaced; one for another IP is the kernel's business.
+    let mut seen = BTreeMap::new();
+    for n in actual.neighs.iter().filter(|n| n.ifindex == device) {
+        match desired.neighs.get(&n.ip) {
+            Some(want) => {
+                let ok = n.permanent && n.mac == Some(want.entry);
+                seen.insert(n.ip, ok);
+            }
+            None if n.permanent => {
+                if let Some(mac) = n.mac {
+                    plan.del_neighs.push(Neigh { ip: n.ip, mac });
+                }
+            }
+            None => {}
+        }
+    }
+    for (ip, want) in &desired.neighs {
+        let change = match seen.get(ip) {
+            Some(true) => continue,
+            Some(false) => Change::Update,
+            None => Change::Add,
+        };
+        plan.set_neighs.push(Set {
+            peer: want.peer.clone(),
+            entry: Neigh { ip: *ip, mac: want.entry },
+            change,
+        });
+    }
+
+    // FDB: one remote per MAC. A MAC whose remotes do not include the desired one gets its
+    // first remote replaced (the kernel's NLM_F_REPLACE semantics) and the others deleted.
+    let mut remotes: BTreeMap<Mac, Vec<IpAddr>> = BTreeMap::new();
+    for f in actual.fdb.iter().filter(|f| f.ifindex == device) {
+        if let Some(dst) = f.dst {
+            remotes.entry(f.mac).or_default().push(dst);
+        }
+    }
+    for (mac, dsts) in &remotes {
+        match desired.fdb.get(mac) {
+            None => plan.del_fdb.extend(dsts.iter().map(|dst| Fdb { mac: *mac, dst: *dst })),
+            Some(want) if dsts.contains(&want.entry) => plan.del_fdb.extend(
+                dsts.iter()
+                    .filter(|d| **d != want.entry)
+                    .map(|dst| Fdb { mac: *mac, dst: *dst }),
+            ),
+            Some(_) => plan.del_fdb.extend(dsts.iter().skip(1).map(|dst| Fdb { mac: *mac, dst: *dst })),
+        }
+    }
+    for (mac, want) in &desired.fdb {
+        let change = match remotes.get(mac) {
+            Some(dsts) if dsts.contains(&want.entry) => continue,
+            Some(_) => Change::Update,
+            None => Change::Add,
+        };
+        plan.set_fdb.push(Set {
+            peer: want.peer.clone(),
+            entry: Fdb { mac: *mac, dst: want.entry },
+            change,
+        });
+    }
+
+    // Routes: ours are those with weft's protocol in the main table. One route per pod
+    // CIDR at metric 0; any other of ours is deleted.
+    let mut matched = BTreeSet::new();
+    let mut present = BTreeSet::new();
+    for r in actual
+        .routes
+        .iter()
+        .filter(|r| r.protocol == ROUTE_PROTOCOL && r.table == MAIN_TABLE)
+    {
+        let as_route = |gateway| Route {
+            dst: r.dst,
+            gateway,
+            oif: r.oif.unwrap_or(0),
+            onlink: r.onlink,
+            priority: r.priority,
+        };
+        let want = desired.routes.get(&r.dst);
+        if let (Some(want), Some(gw)) = (want, r.gateway) {
+            if r.priority == 0 {
+                present.insert(r.dst);
+                if as_route(gw) == want.entry {
+                    matched.insert(r.dst);
+                }
+                continue;
+            }
+        }
+        match r.gateway {
+            Some(gw) => plan.del_routes.push(as_route(gw)),
+            // Not a shape weft writes; delete by destination and metric only
+            // (an unspecified gateway is left out of the delete request).
+            None => plan.del_routes.push(as_route(unspecified(&r.dst))),
+        }
+    }
+    for (dst, want) in &desired.routes {
+        if matched.contains(dst) {
+            continue;
+        }
+        let change = if present.contains(dst) { Change::Update } else { Change::Add };
+        plan.set_routes.push(Set {
+            peer: want.peer.clone(),
+            entry: want.entry,
+            change,
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_common::annotations::Vtep;
+
+    const DEV: u32 = 10;
+    const UL: u32 = 2;
+
+    fn mac(last: u8) -> Mac {
+        Mac([0x02, 0, 0, 0, 0, last])
+    }
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+    fn peer(name: &str, cidr: &str, m: u8, node_ip: &str) -> Peer {
+        Peer {
+            name: name.into(),
+            pod_cidrs: vec![net(cidr)],
+            vtep: Some(Vtep {
+                mac: mac(m),
+                public_ip: ip(node_ip),
+            }),
+            vtep_v6: None,
+            node_ip: Some(ip(node_ip)),
+        }
+    }
+    fn local() -> Local {
+        Local {
+            device: DEV,
+            underlay: UL,
+            underlay_net: Some(net("192.168.77.1/24")),
+            direct_routing: false,
+            own_pod_cidrs: vec![net("10.244.1.0/24")],
+        }
+    }
+    /// What the kernel holds once `desired` was applied.
+    fn applied(d: &Desired) -> Actual {
+        Actual {
+            neighs: d
+                .neighs
+                .iter()
+                .map(|(ip, m)| ActualNeigh {
+                    ifindex: DEV,
+                    ip: *ip,
+                    mac: Some(m.entry),
+                    permanent: true,
+                })
+                .collect(),
+            fdb: d
+                .fdb
+                .iter()
+                .map(|(mac, dst)| ActualFdb {
+                    ifindex: DEV,
+                    mac: *mac,
+                    dst: Some(dst.entry),
+                })
+                .collect(),
+            routes: d
+                .routes
+                .values()
+                .map(|r| ActualRoute {
+                    table: MAIN_TABLE,
+                    protocol: ROUTE_PROTOCOL,
+                    dst: r.entry.dst,
+                    gateway: Some(r.entry.gateway),
+                    oif: Some(r.entry.oif),
+                    onlink: r.entry.onlink,
+                    priority: 0,
+                })
+                .collect(),
+        }
+    }
+    fn two_peers() -> Vec<Peer> {
+        vec![
+            peer("n2", "10.244.2.0/24", 2, "192.168.77.2"),
+            peer("n3", "10.244.3.0/24", 3, "192.168.77.3"),
+        ]
+    }
+
+    #[test]
+    fn desired_has_three_entries_per_peer_and_skips_incomplete_ones() {
+        let mut peers = two_peers();
+        peers.push(Peer {
+            vtep: None,
+            ..peer("n4", "10.244.4.0/24", 4, "192.168.77.4")
+        });
+        peers.push(Peer {
+            pod_cidrs: vec![],
+            ..peer("n5", "10.244.5.0/24", 5, "192.168.77.5")
+        });
+        peers.push(peer("self", "10.244.1.0/24", 1, "192.168.77.1"));
+        let d = desired(&peers, &local());
+        assert_eq!(d.peers, 2);
+        assert_eq!(d.skipped.len(), 3, "{:?}", d.skipped);
+        assert_eq!(d.neighs[&ip("10.244.2.0")].entry, mac(2));
+        assert_eq!(d.fdb[&mac(3)].entry, ip("192.168.77.3"));
+        let r = d.routes[&net("10.244.2.0/24")].entry;
+        assert_eq!((r.gateway, r.oif, r.onlink), (ip("10.244.2.0"), DEV, true));
+    }
+
+    #[test]
+    fn direct_routing_uses_node_ip_on_the_same_subnet_only() {
+        let mut peers = two_peers();
+        peers.push(peer("far", "10.244.9.0/24", 9, "172.16.0.9"));
+        let d = desired(&peers, &Local { direct_routing: true, ..local() });
+        let r = d.routes[&net("10.244.2.0/24")].entry;
+        assert_eq!((r.gateway, r.oif, r.onlink), (ip("192.168.77.2"), UL, false));
+        assert!(!d.neighs.contains_key(&ip("10.244.2.0")));
+        assert!(!d.fdb.contains_key(&mac(2)));
+        let far = d.routes[&net("10.244.9.0/24")].entry;
+        assert_eq!((far.gateway, far.oif), (ip("10.244.9.0"), DEV));
+        assert!(d.fdb.contains_key(&mac(9)));
+    }
+
+    #[test]
+    fn from_nothing_everything_is_added_routes_included() {
+        let d = desired(&two_peers(), &local());
+        let plan = diff(&d, &Actual::default(), DEV);
+        assert_eq!((plan.added(), plan.updated(), plan.removed()), (6, 0, 0));
+        assert_eq!(plan.set_routes.len(), 2);
+    }
+
+    #[test]
+    fn applied_state_is_a_no_op() {
+        let d = desired(&two_peers(), &local());
+        assert!(diff(&d, &applied(&d), DEV).is_empty());
+    }
+
+    #[test]
+    fn stale_peer_is_deleted() {
+        let before = desired(&two_peers(), &local());
+        let after = desired(&two_peers()[..1], &local());
+        let plan = diff(&after, &applied(&before), DEV);
+        assert_eq!(plan.del_neighs, vec![Neigh { ip: ip("10.244.3.0"), mac: mac(3) }]);
+        assert_eq!(plan.del_fdb, vec![Fdb { mac: mac(3), dst: ip("192.168.77.3") }]);
+        assert_eq!(plan.del_routes.len(), 1);
+        assert_eq!(plan.del_routes[0].dst, net("10.244.3.0/24"));
+        assert_eq!(plan.len(), 3);
+    }
+
+    #[test]
+    fn mac_change_replaces_neighbour_and_swaps_fdb() {
+        let before = desired(&two_peers(), &local());
+        let mut peers = two_peers();
+        peers[0].vtep.as_mut().unwrap().mac = mac(0x22);
+        let plan = diff(&desired(&peers, &local()), &applied(&before), DEV);
+        assert_eq!(plan.set_neighs.len(), 1);
+        assert_eq!(plan.set_neighs[0].change, Change::Update);
+        assert_eq!(plan.set_neighs[0].entry.mac, mac(0x22));
+        assert_eq!(plan.del_fdb, vec![Fdb { mac: mac(2), dst: ip("192.168.77.2") }]);
+        assert_eq!(plan.set_fdb[0].change, Change::Add);
+        assert!(plan.set_routes.is_empty() && plan.del_routes.is_empty());
+    }
+
+    #[test]
+    fn underlay_ip_change_replaces_fdb_in_place() {
+        let before = desired(&two_peers(), &local());
+        let mut peers = two_peers();
+        peers[1].vtep.as_mut().unwrap().public_ip = ip("192.168.77.33");
+        let plan = diff(&desired(&peers, &local()), &applied(&before), DEV);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan.set_fdb[0].entry.dst, ip("192.168.77.33"));
+        assert_eq!(plan.set_fdb[0].change, Change::Update);
+        assert!(plan.del_fdb.is_empty());
+    }
+
+    #[test]
+    fn pod_cidr_change_moves_all_three_entries() {
+        let before = desired(&two_peers(), &local());
+        let mut peers = two_peers();
+        peers[1].pod_cidrs = vec![net("10.244.30.0/24")];
+        let plan = diff(&desired(&peers, &local()), &applied(&before), DEV);
+        assert_eq!(plan.del_routes.len(), 1);
+        assert_eq!(plan.del_neighs.len(), 1);
+        assert_eq!(plan.set_neighs[0].entry.ip, ip("10.244.30.0"));
+        assert_eq!(plan.set_routes[0].entry.dst, net("10.244.30.0/24"));
+        assert!(plan.set_fdb.is_empty() && plan.del_fdb.is_empty());
+    }
+
+    #[test]
+    fn entries_not_ours_are_ignored() {
+        let d = desired(&two_peers(), &local());
+        let mut actual = applied(&d);
+        // Another device's neighbour and FDB entry, a kernel-learnt neighbour on ours,
+        // an FDB entry without a remote, a kernel route and another table's route.
+        actual.neighs.push(ActualNeigh { ifindex: 3, ip: ip("10.0.0.1"), mac: Some(mac(7)), permanent: true });
+        actual.neighs.push(ActualNeigh { ifindex: DEV, ip: ip("10.244.7.0"), mac: None, permanent: false });
+        actual.fdb.push(ActualFdb { ifindex: 3, mac: mac(8), dst: Some(ip("1.2.3.4")) });
+        actual.fdb.push(ActualFdb { ifindex: DEV, mac: mac(9), dst: None });
+        for (protocol, table) in [(2, MAIN_TABLE), (4, MAIN_TABLE), (ROUTE_PROTOCOL, 100)] {
+            actual.routes.push(ActualRoute {
+                table,
+                protocol,
+                dst: net("10.244.3.0/24"),
+                gateway: Some(ip("192.168.77.9")),
+                oif: Some(UL),
+                onlink: false,
+                priority: 0,
+            });
+        }
+        assert!(diff(&d, &actual, DEV).is_empty());
+    }
+
+    #[test]
+    fn hand_changes_are_repaired() {
+        let d = desired(&two_peers(), &local());
+        let mut actual = applied(&d);
+        actual.neighs[0].permanent = false; // became a kernel entry
+        actual.fdb.push(ActualFdb { ifindex: DEV, mac: mac(3), dst: Some(ip("192.168.77.99")) }); // appended remote
+        actual.routes[0].gateway = Some(ip("10.244.99.0")); // wrong via
+        actual.routes.push(ActualRoute { priority: 50, ..actual.routes[1] }); // extra metric
+        let plan = diff(&d, &actual, DEV);
+        assert_eq!(plan.set_neighs.len(), 1);
+        assert_eq!(plan.set_neighs[0].change, Change::Update);
+        assert_eq!(plan.del_fdb, vec![Fdb { mac: mac(3), dst: ip("192.168.77.99") }]);
+        assert_eq!(plan.set_routes.len(), 1);
+        assert_eq!(plan.set_routes[0].change, Change::Update);
+        assert_eq!(plan.del_routes.len(), 1);
+        assert_eq!(plan.del_routes[0].priority, 50);
+    }
+
+    #[test]
+    fn duplicate_claims_are_skipped_first_wins() {
+        let mut peers = two_peers();
+        peers.push(peer("dup-cidr", "10.244.2.0/24", 0x42, "192.168.77.42"));
+        peers.push(peer("dup-mac", "10.244.43.0/24", 2, "192.168.77.43"));
+        let d = desired(&peers, &local());
+        assert_eq!(d.peers, 2);
+        assert_eq!(d.routes[&net("10.244.2.0/24")].peer, "n2");
+        assert_eq!(d.skipped.len(), 2);
+    }
+}

@@ -1,0 +1,341 @@
+//! The reconcile loop: Node watch events in, datapath syncs out.
+//!
+//! The datapath is always synced from the whole desired peer set (never from the last
+//! event), and only once the first complete Node list is in, so nodes not yet seen are
+//! never removed. A sync runs:
+//! * after a relevant change (one that alters a node's projection), delayed by the
+//!   debounce window so a burst of changes costs one sync;
+//! * every resync interval, to repair drift (entries deleted by hand, a lost event);
+//! * after a failed sync, with exponential backoff ([`retry_delay`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kube::runtime::watcher;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
+
+use crate::metrics::{ErrorKind, Metrics, SyncCounts};
+use crate::nodes::{NodeLite, NodeStore, SlimNode};
+use crate::peers::Peer;
+
+/// What the loop drives: the datapath, or a fake in tests.
+pub trait PeerSync: Send + Sync {
+    /// Makes the datapath match `peers` exactly. Idempotent.
+    fn sync(&self, peers: &[Peer]) -> impl Future<Output = anyhow::Result<SyncCounts>> + Send;
+}
+
+impl PeerSync for crate::datapath::Datapath {
+    async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncCounts> {
+        let s = crate::datapath::Datapath::sync(self, peers).await?;
+        Ok(SyncCounts {
+            peers: s.peers,
+            added: s.added,
+            removed: s.removed,
+            updated: s.updated,
+        })
+    }
+}
+
+/// First retry after 1 s, doubling up to 60 s.
+pub fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
+}
+
+pub struct Reconciler<S> {
+    pub datapath: S,
+    pub node_name: String,
+    pub metrics: Arc<Metrics>,
+    pub debounce: Duration,
+    pub resync: Duration,
+    /// Receives this node's projection whenever it changes (for the publisher).
+    pub own_node: watch::Sender<Option<NodeLite>>,
+    /// Set to true after the first successful sync.
+    pub ready: watch::Sender<bool>,
+}
+
+impl<S: PeerSync> Reconciler<S> {
+    /// Runs until the event stream ends (it does not, for a `watcher`), which is an error.
+    pub async fn run<E>(self, events: E) -> anyhow::Result<()>
+    where
+        E: Stream<Item = Result<watcher::Event<SlimNode>, watcher::Error>> + Send,
+    {
+        let mut events = std::pin::pin!(events);
+        let mut store = NodeStore::default();
+        // When the next sync is due: end of the debounce window or of a retry backoff.
+        let mut due: Option<Instant> = None;
+        let mut failures = 0u32;
+        let mut resync = tokio::time::interval_at(Instant::now() + self.resync, self.resync);
+        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let sleep_until = due.unwrap_or_else(Instant::now);
+            tokio::select! {
+                event = events.next() => match event {
+                    None => anyhow::bail!("the Node watch ended"),
+                    Some(Err(e)) => {
+                        self.metrics.error(ErrorKind::Watch);
+                        tracing::warn!(error = %e, "Node watch failed; it reconnects with backoff");
+                    }
+                    Some(Ok(event)) => {
+                        if store.apply(event) && store.is_listed() && due.is_none() {
+                            due = Some(Instant::now() + self.debounce);
+                        }
+                        let own = store.get(&self.node_name);
+                        self.own_node.send_if_modified(|cur| {
+                            let changed = cur.as_ref() != own;
+                            if changed {
+                                *cur = own.cloned();
+                            }
+                            changed
+                        });
+                    }
+                },
+                _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
+                    due = None;
+                    if !self.sync_once(&store, &mut failures).await {
+                        due = Some(Instant::now() + retry_delay(failures));
+                    }
+                }
+                _ = resync.tick() => {
+                    if store.is_listed() && due.is_none() {
+                        tracing::debug!("periodic resync");
+                        if !self.sync_once(&store, &mut failures).await {
+                            due = Some(Instant::now() + retry_delay(failures));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One sync of the whole peer set; true on success.
+    async fn sync_once(&self, store: &NodeStore, failures: &mut u32) -> bool {
+        let peers = store.peers(&self.node_name);
+        let start = Instant::now();
+        let span = tracing::info_span!("reconcile", peers = peers.len());
+        let result = self.datapath.sync(&peers).instrument(span).await;
+        let took = start.elapsed();
+        match result {
+            Ok(counts) => {
+                self.metrics.record_sync(took, Ok(counts));
+                if *failures > 0 {
+                    tracing::info!(after_failures = *failures, "datapath sync recovered");
+                }
+                *failures = 0;
+                if counts.added + counts.removed + counts.updated > 0 {
+                    tracing::info!(
+                        peers = counts.peers,
+                        added = counts.added,
+                        removed = counts.removed,
+                        updated = counts.updated,
+                        took_ms = took.as_millis() as u64,
+                        "datapath synced"
+                    );
+                }
+                if !self.metrics.is_ready() {
+                    self.metrics.set_ready(true);
+                    tracing::info!(peers = counts.peers, "datapath programmed; ready");
+                }
+                self.ready.send_if_modified(|r| !std::mem::replace(r, true));
+                true
+            }
+            Err(e) => {
+                self.metrics.record_sync(took, Err(()));
+                *failures += 1;
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    peers = peers.len(),
+                    attempt = *failures,
+                    retry_in_ms = retry_delay(*failures).as_millis() as u64,
+                    "datapath sync failed"
+                );
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::mpsc as tmpsc;
+    use weft_common::annotations as ann;
+
+    /// Records each sync's peer names; fails the first `fail` calls.
+    struct Fake {
+        calls: tmpsc::UnboundedSender<Vec<String>>,
+        fail: AtomicUsize,
+    }
+
+    impl PeerSync for Fake {
+        async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncCounts> {
+            let _ = self
+                .calls
+                .send(peers.iter().map(|p| p.name.clone()).collect());
+            if self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                anyhow::bail!("injected failure");
+            }
+            Ok(SyncCounts {
+                peers: peers.len(),
+                added: peers.len(),
+                ..Default::default()
+            })
+        }
+    }
+
+    type Tx = mpsc::UnboundedSender<Result<watcher::Event<SlimNode>, watcher::Error>>;
+
+    struct Harness {
+        tx: Tx,
+        calls: tmpsc::UnboundedReceiver<Vec<String>>,
+        metrics: Arc<Metrics>,
+        ready: watch::Receiver<bool>,
+        own: watch::Receiver<Option<NodeLite>>,
+    }
+
+    fn start(fail: usize) -> Harness {
+        let (tx, rx) = mpsc::unbounded();
+        let (calls_tx, calls) = tmpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::default());
+        let (ready_tx, ready) = watch::channel(false);
+        let (own_tx, own) = watch::channel(None);
+        let r = Reconciler {
+            datapath: Fake {
+                calls: calls_tx,
+                fail: AtomicUsize::new(fail),
+            },
+            node_name: "me".into(),
+            metrics: metrics.clone(),
+            debounce: Duration::from_millis(100),
+            resync: Duration::from_secs(60),
+            own_node: own_tx,
+            ready: ready_tx,
+        };
+        tokio::spawn(r.run(rx));
+        Harness {
+            tx,
+            calls,
+            metrics,
+            ready,
+            own,
+        }
+    }
+
+    fn node(name: &str, third: u8, rv: &str) -> SlimNode {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "resourceVersion": rv, "annotations": {
+                ann::VTEP_MAC: format!("02:00:00:00:00:{third:02x}"),
+                ann::PUBLIC_IP: format!("192.168.0.{third}"),
+            }},
+            "spec": {"podCIDRs": [format!("10.244.{third}.0/24")]},
+        }))
+        .unwrap()
+    }
+
+    fn send(h: &Harness, e: watcher::Event<SlimNode>) {
+        h.tx.unbounded_send(Ok(e)).unwrap();
+    }
+
+    async fn list(h: &mut Harness, nodes: Vec<SlimNode>) -> Vec<String> {
+        send(h, watcher::Event::Init);
+        for n in nodes {
+            send(h, watcher::Event::InitApply(n));
+        }
+        send(h, watcher::Event::InitDone);
+        h.calls.recv().await.unwrap()
+    }
+
+    /// Lets virtual time run `d` (time is paused: no real waiting) and says whether a
+    /// sync happened meanwhile.
+    async fn synced_within(h: &mut Harness, d: Duration) -> Option<Vec<String>> {
+        tokio::time::timeout(d, h.calls.recv()).await.ok().flatten()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_sync_waits_for_the_complete_list_and_excludes_self() {
+        let mut h = start(0);
+        send(&h, watcher::Event::Init);
+        send(&h, watcher::Event::InitApply(node("a", 2, "1")));
+        assert_eq!(synced_within(&mut h, Duration::from_secs(30)).await, None);
+        assert!(!*h.ready.borrow());
+        send(&h, watcher::Event::InitApply(node("me", 1, "1")));
+        send(&h, watcher::Event::InitDone);
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        h.ready.wait_for(|r| *r).await.unwrap();
+        assert!(h.metrics.is_ready());
+        assert!(h.own.borrow().as_ref().is_some_and(|n| n.name == "me"));
+        assert_eq!(h.metrics.reconciles(), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_costs_one_sync() {
+        let mut h = start(0);
+        assert!(list(&mut h, vec![]).await.is_empty());
+        let start = Instant::now();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            send(&h, watcher::Event::Apply(node(name, 2 + i as u8, "1")));
+        }
+        assert_eq!(h.calls.recv().await.unwrap(), ["a", "b", "c"]);
+        assert!(start.elapsed() >= Duration::from_millis(100), "debounced");
+        assert_eq!(synced_within(&mut h, Duration::from_secs(1)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_do_not_sync_but_deletes_do() {
+        let mut h = start(0);
+        assert_eq!(list(&mut h, vec![node("a", 2, "1")]).await, ["a"]);
+        send(&h, watcher::Event::Apply(node("a", 2, "2")));
+        assert_eq!(synced_within(&mut h, Duration::from_secs(10)).await, None);
+        send(&h, watcher::Event::Delete(node("a", 2, "3")));
+        assert_eq!(h.calls.recv().await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_resync_without_events() {
+        let mut h = start(0);
+        assert_eq!(list(&mut h, vec![node("a", 2, "1")]).await, ["a"]);
+        let start = Instant::now();
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        assert!(
+            start.elapsed() >= Duration::from_secs(59),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_syncs_are_retried_with_backoff() {
+        let mut h = start(2);
+        assert_eq!(list(&mut h, vec![node("a", 2, "1")]).await, ["a"]);
+        let t0 = Instant::now();
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        let t1 = t0.elapsed();
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        let t2 = t0.elapsed();
+        assert!(
+            t1 >= Duration::from_secs(1) && t1 < Duration::from_secs(2),
+            "{t1:?}"
+        );
+        assert!(t2 - t1 >= Duration::from_secs(2), "{t1:?} {t2:?}");
+        h.ready.wait_for(|r| *r).await.unwrap();
+        assert_eq!(h.metrics.reconciles(), (1, 2));
+        assert_eq!(h.metrics.errors(ErrorKind::Sync), 2);
+    }
+
+    #[test]
+    fn retry_delay_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}

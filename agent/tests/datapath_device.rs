@@ -1,0 +1,96 @@
+//! The node-level pieces of setup on their own: the VXLAN device kept or recreated,
+//! forwarding, the firewall table, the subnet file, and cleanup.
+
+mod datapath_support;
+
+use datapath_support::*;
+use weft_agent::datapath::cleanup;
+use weft_common::netns::{with_netlink, Netns};
+
+fn vxlan_details(ns: &str) -> serde_json::Value {
+    let out = ip(ns, "-d -j link show weft.1");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+#[test]
+fn setup_twice_keeps_device_and_mac() {
+    if !weft_common::require_root("setup_twice_keeps_device_and_mac") {
+        return;
+    }
+    let c = Cluster::new("twice", 1, 0);
+    let n = &c.nodes[0];
+    let before = vxlan_details(&n.ns);
+    let mac = n.agent.setup(n.config()).unwrap();
+    let after = vxlan_details(&n.ns);
+    assert_eq!(Some(mac), n.mac);
+    assert_eq!(before["ifindex"], after["ifindex"]);
+    assert_eq!(after["address"], mac.to_string());
+    let info = &after["linkinfo"]["info_data"];
+    assert_eq!(info["id"], 1);
+    assert_eq!(info["port"], 8472);
+    assert_eq!(info["local"], "192.168.77.1");
+    assert_eq!(info["learning"], false);
+    assert_eq!(after["mtu"], MTU);
+    assert!(show(&n.ns, "addr show dev weft.1").contains("10.244.1.0/32"));
+    assert!(show(&n.ns, "addr show dev weft0").contains("10.244.1.1/24"));
+    let fwd = exec(&n.ns, "cat /proc/sys/net/ipv4/ip_forward");
+    assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
+    assert!(n.subnet_file.exists());
+}
+
+#[test]
+fn wrong_vni_device_is_recreated_and_published_mac_reused() {
+    if !weft_common::require_root("wrong_vni_device_is_recreated_and_published_mac_reused") {
+        return;
+    }
+    let c = Cluster::new("vni", 1, 0);
+    let n = &c.nodes[0];
+    ip(&n.ns, "link del weft.1");
+    ip(&n.ns, "link add weft.1 type vxlan id 42 dstport 8472 local 192.168.77.1 dev eth0 nolearning");
+    let mut cfg = n.config();
+    let published: weft_common::annotations::Mac = "02:42:00:00:00:07".parse().unwrap();
+    cfg.mac = Some(published);
+    let mac = n.agent.setup(cfg).unwrap();
+    assert_eq!(mac, published);
+    let d = vxlan_details(&n.ns);
+    assert_eq!(d["linkinfo"]["info_data"]["id"], 1);
+    assert_eq!(d["address"], published.to_string());
+    assert!(d["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+}
+
+#[test]
+fn masquerade_off_means_no_table_and_cleanup_removes_everything() {
+    if !weft_common::require_root("masquerade_off_means_no_table_and_cleanup_removes_everything") {
+        return;
+    }
+    let c = Cluster::new("clean", 2, 0);
+    c.sync_all();
+    let n = &c.nodes[0];
+    assert!(exec(&n.ns, "nft list table inet weft").status.success());
+    let mut cfg = n.config();
+    cfg.masquerade = false;
+    n.agent.setup(cfg).unwrap();
+    assert!(!exec(&n.ns, "nft list table inet weft").status.success());
+
+    let netns = Netns::open(format!("/var/run/netns/{}", n.ns).as_ref()).unwrap();
+    let file = n.subnet_file.clone();
+    with_netlink(Some(&netns), |h| async move {
+        cleanup(&h, "weft.1", "weft0", &file).await.map_err(|e| weft_common::Error::Interface {
+            name: "cleanup".into(),
+            reason: e.to_string(),
+        })
+    })
+    .unwrap();
+    assert!(!n.subnet_file.exists());
+    assert_eq!(show(&n.ns, "route show proto 87"), "");
+    assert!(!run(&["ip", "-n", &n.ns, "link", "show", "weft.1"]).status.success());
+    assert!(!run(&["ip", "-n", &n.ns, "link", "show", "weft0"]).status.success());
+    // Twice is fine.
+    with_netlink(Some(&netns), |h| async move {
+        cleanup(&h, "weft.1", "weft0", &n.subnet_file).await.map_err(|e| weft_common::Error::Interface {
+            name: "cleanup".into(),
+            reason: e.to_string(),
+        })
+    })
+    .unwrap();
+}

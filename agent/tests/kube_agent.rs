@@ -1,0 +1,214 @@
+//! The whole agent in-process against a scripted API server (tower-test) and a real
+//! kernel datapath in a throwaway network namespace: start-up order, the MAC kept from
+//! the Node annotation, the annotations and condition patches, peers programmed from the
+//! Node list, and a shutdown that leaves the datapath in place.
+
+use std::process::Command;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use weft_agent::config::Opts;
+use weft_common::annotations as ann;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ip(ns: &str, args: &str) -> String {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(args.split_whitespace());
+    sh(&v)
+}
+
+struct NetnsGuard(String);
+
+impl NetnsGuard {
+    fn new(tag: &str) -> Self {
+        let name = format!("wa-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&["ip", "netns", "add", &name]);
+        let g = NetnsGuard(name);
+        ip(&g.0, "link set lo up");
+        ip(&g.0, "link add v0 type veth peer name v1");
+        ip(&g.0, "addr add 192.168.50.11/24 dev v0");
+        ip(&g.0, "link set v0 up");
+        ip(&g.0, "link set v1 up");
+        g
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn node(name: &str, third: u8, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "resourceVersion": "5", "annotations": annotations},
+        "spec": {"podCIDR": format!("10.244.{third}.0/24"), "podCIDRs": [format!("10.244.{third}.0/24")]},
+        "status": {"addresses": [{"type": "InternalIP", "address": format!("192.168.50.{}", 10 + third)}]},
+    })
+}
+
+fn reply(send: tower_test::mock::SendResponse<Response<Body>>, v: &Value) {
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(v).unwrap()))
+            .unwrap(),
+    );
+}
+
+/// Runs the agent for node n1 in `ns` until it has published its annotations and set
+/// the condition (which it does only after the first successful sync); returns the
+/// annotations patch.
+async fn run_agent(ns: &str, dir: &std::path::Path, own_annotations: Value) -> Value {
+    let (service, mut handle): (_, Handle) =
+        tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut opts = Opts::for_node("n1");
+    opts.config = dir.join("net-conf.json");
+    opts.subnet_file = dir.join("subnet.env");
+    opts.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{ns}"));
+    let agent = std::thread::spawn(move || {
+        weft_common::netns::Netns::open(&ns_path)
+            .unwrap()
+            .enter()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = Client::new(service, "default");
+            weft_agent::run::run_with(opts, Some(client), async {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    });
+
+    let own = node("n1", 1, own_annotations);
+    let peer = node(
+        "n2",
+        2,
+        json!({ann::VTEP_MAC: "02:00:00:00:00:02", ann::PUBLIC_IP: "192.168.50.12"}),
+    );
+    let mut published = Value::Null;
+    let mut held = Vec::new();
+    let mut condition_set = false;
+    let script = async {
+        while !condition_set || published.is_null() {
+            let (req, send) = handle.next_request().await.expect("agent stopped early");
+            let query = req.uri().query().unwrap_or("").to_string();
+            let path = req.uri().path().to_string();
+            let method = req.method().clone();
+            let body = req.into_body().collect_bytes().await.unwrap();
+            match (method, path.as_str()) {
+                (Method::GET, "/api/v1/nodes") if query.contains("watch=true") => held.push(send),
+                (Method::GET, "/api/v1/nodes") if query.contains("fieldSelector") => reply(
+                    send,
+                    &json!({"metadata": {"resourceVersion": "5"}, "items": [own]}),
+                ),
+                (Method::GET, "/api/v1/nodes") => {
+                    assert!(query.contains("limit=50"), "{query}");
+                    reply(
+                        send,
+                        &json!({"metadata": {"resourceVersion": "5"}, "items": [own, peer]}),
+                    )
+                }
+                (Method::PATCH, "/api/v1/nodes/n1") => {
+                    published = serde_json::from_slice(&body).unwrap();
+                    reply(send, &own);
+                }
+                (Method::GET, "/api/v1/nodes/n1/status") => reply(send, &own),
+                (Method::PATCH, "/api/v1/nodes/n1/status") => {
+                    let patch: Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(patch["status"]["conditions"][0]["reason"], "WeftIsUp");
+                    reply(send, &own);
+                    condition_set = true;
+                }
+                (m, p) => panic!("unexpected request {m} {p}?{query}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), script)
+        .await
+        .expect("the agent set the condition within 60 s");
+    stop_tx.send(()).unwrap();
+    agent
+        .join()
+        .unwrap()
+        .expect("agent exits cleanly on shutdown");
+    drop(held);
+    published
+}
+
+#[tokio::test]
+async fn agent_programs_peers_publishes_and_keeps_its_mac() {
+    if !weft_common::require_root("agent_programs_peers_publishes_and_keeps_its_mac") {
+        return;
+    }
+    let ns = NetnsGuard::new("kube");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("net-conf.json"),
+        r#"{"clusterCIDRs":["10.244.0.0/16"]}"#,
+    )
+    .unwrap();
+
+    // First start: no MAC published yet; the agent publishes the device's.
+    let published = run_agent(&ns.0, dir.path(), json!({})).await;
+    let ann_of = |v: &Value, k: &str| {
+        v["metadata"]["annotations"][k]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let link = ip(&ns.0, "link show weft.1");
+    let mac = ann_of(&published, ann::VTEP_MAC);
+    assert!(link.contains(&mac) && !mac.is_empty(), "{mac} vs {link}");
+    assert_eq!(ann_of(&published, ann::PUBLIC_IP), "192.168.50.11");
+    assert_eq!(ann_of(&published, ann::VNI), "1");
+    // Shutdown left the datapath in place, with the peer's route and the subnet file.
+    let routes = ip(&ns.0, "route show proto 87");
+    assert!(
+        routes.contains("10.244.2.0/24 via 10.244.2.0 dev weft.1 onlink"),
+        "{routes}"
+    );
+    let sf = weft_common::subnet_file::NodeSubnet::read(&dir.path().join("subnet.env")).unwrap();
+    assert_eq!(sf.mtu, 1450, "veth MTU 1500 minus the VXLAN overhead");
+
+    // Restart after the device was lost: the MAC published on the Node is reused.
+    ip(&ns.0, "link del weft.1");
+    let kept = "02:aa:bb:cc:dd:01";
+    let published = run_agent(
+        &ns.0,
+        dir.path(),
+        json!({ann::VTEP_MAC: kept, ann::PUBLIC_IP: "192.168.50.11", ann::VNI: "1",
+               ann::PUBLIC_IP_OVERRIDE: "203.0.113.11"}),
+    )
+    .await;
+    assert!(ip(&ns.0, "link show weft.1").contains(kept));
+    // Only the override-derived public IP differed, so that is what was re-published.
+    assert_eq!(ann_of(&published, ann::PUBLIC_IP), "203.0.113.11");
+    assert_eq!(ann_of(&published, ann::VTEP_MAC), kept);
+}

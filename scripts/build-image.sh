@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds the weft image on this machine without pulling anything from a registry.
+#
+#   1. cargo build --release of the three binaries (skip with WEFT_SKIP_CARGO=1);
+#   2. a Debian bookworm base (debootstrap --variant=minbase, plus nftables for the
+#      agent's `nft`) imported with `docker import`; cached in $WEFT_CACHE/image and
+#      rebuilt only when its recipe changes;
+#   3. `docker build -f Dockerfile.local` on top of it with the host-built binaries.
+#
+# Environment: WEFT_IMAGE (default weft.dev/weft:<workspace version>), WEFT_CACHE
+# (default /var/cache/weft), WEFT_DEBIAN_MIRROR (default: the first Debian mirror in
+# /etc/apt/sources.list(.d)). Prints the image reference on stdout.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log() { echo "build-image: $*" >&2; }
+
+version=$(cargo metadata --format-version 1 --no-deps \
+    | jq -r '.packages[] | select(.name == "weft-agent") | .version')
+image=${WEFT_IMAGE:-weft.dev/weft:$version}
+cache=${WEFT_CACHE:-/var/cache/weft}/image
+docker=/usr/bin/docker
+[[ -x $docker ]] || docker=docker
+
+"$root/scripts/start-docker.sh"
+
+# --- 1. binaries ---------------------------------------------------------------------
+target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+if [[ ${WEFT_SKIP_CARGO:-0} != 1 ]]; then
+    log "cargo build --release"
+    cargo build --release --locked -p weft-cni -p weft-agent -p weft-controller --bins >&2
+fi
+for b in weft weft-agent weft-controller; do
+    [[ -x $target_dir/release/$b ]] || { log "missing $target_dir/release/$b"; exit 1; }
+done
+
+# --- 2. base image ---------------------------------------------------------------------
+suite=bookworm
+packages=nftables
+mirror=${WEFT_DEBIAN_MIRROR:-}
+if [[ -z $mirror ]]; then
+    mirror=$( { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+                    | awk '{print $2}'
+                grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+                    | awk '{print $2}'; } 2>/dev/null \
+              | grep -E '/debian/?$' | head -n1 || true)
+fi
+[[ -n $mirror ]] || { log "no Debian mirror found in /etc/apt; set WEFT_DEBIAN_MIRROR"; exit 1; }
+
+# The recipe's hash names the base: change the recipe, get a new base.
+recipe="suite=$suite variant=minbase packages=$packages prune=v1"
+key=$(printf '%s' "$recipe" | sha256sum | cut -c1-12)
+base=weft.dev/base:$suite-$key
+tarball=$cache/base-$key.tar
+stamp=$cache/base-$key.stamp
+mkdir -p "$cache"
+
+if ! $docker image inspect "$base" >/dev/null 2>&1; then
+    if [[ ! -f $stamp || ! -f $tarball ]]; then
+        command -v debootstrap >/dev/null || { log "apt-get install -y debootstrap"; exit 1; }
+        rootfs=$(mktemp -d "$cache/rootfs.XXXXXX")
+        trap 'rm -rf "$rootfs"' EXIT
+        log "debootstrap $suite from $mirror (minbase + $packages)"
+        debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >&2
+        # Nothing in the running image needs docs, locales or package indexes.
+        rm -rf "$rootfs"/usr/share/{doc,man,info,locale,lintian} \
+            "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* \
+            "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/log/*
+        tar -C "$rootfs" --numeric-owner -cf "$tarball.tmp" .
+        mv "$tarball.tmp" "$tarball"
+        echo "$recipe mirror=$mirror" >"$stamp"
+        rm -rf "$rootfs"
+        trap - EXIT
+    fi
+    log "docker import $base"
+    $docker import "$tarball" "$base" >/dev/null
+fi
+
+# --- 3. the image ----------------------------------------------------------------------
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+cp "$target_dir"/release/{weft,weft-agent,weft-controller} "$ctx/"
+cp "$root/Dockerfile.local" "$ctx/Dockerfile"
+log "docker build $image"
+$docker build -q --build-arg "BASE=$base" -t "$image" "$ctx" >&2
+echo "$image"
