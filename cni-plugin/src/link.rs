@@ -1,0 +1,390 @@
+//! The kernel side: the bridge, the veth pair, in-pod addresses and routes. Every call is
+//! one netlink round-trip; nothing here spawns `ip`.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd};
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::{
+    Handle, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+use weft_common::bridge::{ensure_bridge, link_by_name, link_kind, link_mac, link_mtu};
+use weft_common::netns::Netns;
+use weft_common::subnet_file::NodeSubnet;
+
+use crate::spec::error::{CniError, INTERFACE_EXISTS};
+
+/// Prefix of host veth names; the rest is 8 hex digits of a hash.
+pub const VETH_PREFIX: &str = "weft";
+
+/// The host end's name: deterministic from (container ID, ifname) so DEL and GC find it
+/// without the pod's netns. FNV-1a 64, folded to 32 bits.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container_id.bytes().chain([0u8]).chain(ifname.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{VETH_PREFIX}{:08x}", (h ^ (h >> 32)) as u32)
+}
+
+/// Whether `name` looks like a host veth this plugin made.
+pub fn is_weft_veth_name(name: &str) -> bool {
+    name.len() == VETH_PREFIX.len() + 8
+        && name.starts_with(VETH_PREFIX)
+        && name[VETH_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    weft_common::annotations::Mac(m).to_string()
+}
+
+/// A random locally administered unicast MAC (so the host end's MAC is known without
+/// asking the kernel back).
+pub fn random_mac() -> [u8; 6] {
+    let mut m = [0u8; 6];
+    // SAFETY: getrandom writes at most `m.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(m.as_mut_ptr().cast(), m.len(), 0) };
+    if n != m.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ std::process::id() as u128;
+        m.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    m[0] = (m[0] & 0xfe) | 0x02;
+    m
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+fn nl_err(op: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> CniError {
+    move |e| CniError::netlink(format!("{op}: {e}"))
+}
+
+/// A netlink handle whose socket lives in `ns`: the calling thread enters `ns` just long
+/// enough to open the socket, then goes back. Call from inside the runtime.
+pub fn connect_in(ns: &Netns) -> Result<Handle, CniError> {
+    let here =
+        File::open("/proc/thread-self/ns/net").map_err(|e| CniError::io("open own netns", e))?;
+    ns.enter()?;
+    let conn = rtnetlink::new_connection();
+    nix::sched::setns(here.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| CniError::netlink(format!("return to the host netns: {e}")))?;
+    let (conn, handle, _) = conn
+        .map_err(|e| CniError::netlink(format!("netlink socket in {}: {e}", ns.path.display())))?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// A netlink handle in the current netns. Call from inside the runtime.
+pub fn connect() -> Result<Handle, CniError> {
+    let (conn, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| CniError::netlink(format!("netlink socket: {e}")))?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The bridge's index and MAC, creating or fixing it only when needed (one lookup and one
+/// address dump when it is already right).
+pub async fn bridge(host: &Handle, subnet: &NodeSubnet) -> Result<(u32, [u8; 6]), CniError> {
+    let gateways: Vec<(IpAddr, IpNet)> = subnet
+        .gateways
+        .iter()
+        .copied()
+        .zip(subnet.node_cidrs.iter().copied())
+        .collect();
+    // Both requests go out before either answer is read (one wait instead of two).
+    let (link, addrs) = futures::join!(link_by_name(host, &subnet.bridge), all_addresses(host));
+    if let Some(link) = link? {
+        let ok = link_kind(&link) == Some(&InfoKind::Bridge)
+            && link.header.flags.contains(LinkFlags::Up)
+            && link_mtu(&link) == Some(subnet.mtu);
+        let index = link.header.index;
+        let have = addrs?;
+        if ok
+            && gateways
+                .iter()
+                .all(|(gw, net)| have.contains(&(index, *gw, net.prefix_len())))
+        {
+            return Ok((index, link_mac(&link).unwrap_or_default()));
+        }
+    }
+    let index = ensure_bridge(host, &subnet.bridge, subnet.mtu, &gateways).await?;
+    let mac = link_by_name(host, &subnet.bridge)
+        .await?
+        .and_then(|l| link_mac(&l))
+        .unwrap_or_default();
+    Ok((index, mac))
+}
+
+/// Every address in the netns: (ifindex, address, prefix length).
+async fn all_addresses(handle: &Handle) -> Result<Vec<(u32, IpAddr, u8)>, CniError> {
+    let mut out = Vec::new();
+    let mut stream = handle.address().get().execute();
+    while let Some(msg) = stream.try_next().await.map_err(nl_err("list addresses"))? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(ip) = attr {
+                out.push((msg.header.index, *ip, msg.header.prefix_len));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub struct VethSpec<'a> {
+    pub host_name: &'a str,
+    pub host_mac: [u8; 6],
+    pub pod_ifname: &'a str,
+    pub mtu: u32,
+    pub bridge_index: u32,
+    pub netns: &'a Netns,
+}
+
+/// Creates the pair in one message: the host end attached to the bridge and up, the peer
+/// created directly inside the pod netns, named `pod_ifname` and up. Then hairpin on.
+/// Sets `created` once the pair exists (so the caller knows what to roll back).
+pub async fn create_veth(
+    host: &Handle,
+    pod: &Handle,
+    s: &VethSpec<'_>,
+    created_flag: &mut bool,
+) -> Result<(), CniError> {
+    // The peer cannot be brought up in this message: the kernel opens it before the pair
+    // is joined (ENOTCONN). `pod_up` does it.
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(s.pod_ifname)
+        .mtu(s.mtu)
+        .setns_by_fd(s.netns.fd.as_raw_fd())
+        .build();
+    let msg = LinkVeth::new(s.host_name, s.pod_ifname)
+        .mtu(s.mtu)
+        .address(s.host_mac.to_vec())
+        .controller(s.bridge_index)
+        .up()
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    let hairpin = LinkMessageBuilder::<LinkBridgePort>::default()
+        .name(s.host_name)
+        .set_port_kind(InfoPortKind::Bridge)
+        .append_info_data(InfoBridgePort::HairpinMode(true))
+        .build();
+    // Sent back to back; the kernel handles them in order, so hairpin finds the new port.
+    let (created, hairpin) = futures::join!(
+        host.link().add(msg).execute(),
+        host.link().set_port(hairpin).execute()
+    );
+    if let Err(e) = created {
+        if errno(&e) == Some(libc::EEXIST) {
+            if link_by_name(pod, s.pod_ifname).await?.is_some() {
+                return Err(CniError::new(
+                    INTERFACE_EXISTS,
+                    format!(
+                        "interface {} already exists in netns {}",
+                        s.pod_ifname,
+                        s.netns.path.display()
+                    ),
+                ));
+            }
+            return Err(CniError::new(
+                INTERFACE_EXISTS,
+                format!(
+                    "host veth {} already exists (an earlier ADD of this container was not deleted)",
+                    s.host_name
+                ),
+            ));
+        }
+        return Err(nl_err(format!(
+            "create veth {} / {}",
+            s.host_name, s.pod_ifname
+        ))(e));
+    }
+    *created_flag = true;
+    hairpin.map_err(nl_err(format!("hairpin on {}", s.host_name)))
+}
+
+/// Looks up the pod interface: (index, MAC).
+pub async fn pod_link(
+    pod: &Handle,
+    ifname: &str,
+) -> Result<Option<(u32, [u8; 6], LinkMessage)>, CniError> {
+    Ok(link_by_name(pod, ifname)
+        .await?
+        .map(|l| (l.header.index, link_mac(&l).unwrap_or_default(), l)))
+}
+
+/// Brings the pod interface up.
+pub async fn pod_up(pod: &Handle, index: u32) -> Result<(), CniError> {
+    pod.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl_err("set the pod interface up"))
+}
+
+/// Adds an address to the pod interface; IPv6 without DAD.
+pub async fn add_address(pod: &Handle, index: u32, addr: IpNet) -> Result<(), CniError> {
+    let mut req = pod.address().add(index, addr.addr(), addr.prefix_len());
+    if addr.addr().is_ipv6() {
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute()
+        .await
+        .map_err(nl_err(format!("add address {addr} in the pod")))
+}
+
+/// The pod's default route via `gw` on interface `index`. `Ok(false)` when the pod
+/// already has a default route (a second interface): that one is left alone.
+pub async fn add_default_route(pod: &Handle, index: u32, gw: IpAddr) -> Result<bool, CniError> {
+    let msg = default_route_msg(index, gw);
+    match pod.route().add(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(nl_err(format!("add default route via {gw} in the pod"))(e)),
+    }
+}
+
+fn default_route_msg(index: u32, gw: IpAddr) -> RouteMessage {
+    match gw {
+        IpAddr::V4(g) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .gateway(g)
+            .output_interface(index)
+            .build(),
+        IpAddr::V6(g) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .gateway(g)
+            .output_interface(index)
+            .build(),
+    }
+}
+
+/// Deletes a link by name; `Ok(false)` when it was not there.
+pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, CniError> {
+    let msg = LinkUnspec::new_with_name(name).build();
+    match handle.link().del_with_message(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(nl_err(format!("delete link {name}"))(e)),
+    }
+}
+
+/// Host veths this plugin made that hang off bridge `bridge_index`: (name).
+pub async fn weft_veths_on(host: &Handle, bridge_index: u32) -> Result<Vec<String>, CniError> {
+    let mut out = Vec::new();
+    let mut links = host.link().get().execute();
+    while let Some(l) = links.try_next().await.map_err(nl_err("list links"))? {
+        let name = l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        let on_bridge = l
+            .attributes
+            .contains(&LinkAttribute::Controller(bridge_index));
+        if let Some(name) = name.filter(|n| is_weft_veth_name(n)) {
+            if on_bridge && link_kind(&l) == Some(&InfoKind::Veth) {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Routes in the pod's main table: (destination, gateway, output ifindex).
+pub async fn pod_routes(
+    pod: &Handle,
+) -> Result<Vec<(IpNet, Option<IpAddr>, Option<u32>)>, CniError> {
+    let mut out = Vec::new();
+    for msg in [
+        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ] {
+        let v6 = matches!(
+            msg.header.address_family,
+            netlink_packet_route::AddressFamily::Inet6
+        );
+        let mut routes = pod.route().get(msg).execute();
+        while let Some(r) = routes
+            .try_next()
+            .await
+            .map_err(nl_err("list routes in the pod"))?
+        {
+            if r.header.table
+                != RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .build()
+                    .header
+                    .table
+            {
+                continue;
+            }
+            let mut dst: IpAddr = if v6 {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            let (mut gw, mut oif) = (None, None);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(d) => dst = route_ip(d).unwrap_or(dst),
+                    RouteAttribute::Gateway(g) => gw = route_ip(g),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            if let Ok(net) = IpNet::new(dst, r.header.destination_prefix_length) {
+                out.push((net, gw, oif));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some((*v).into()),
+        RouteAddress::Inet6(v) => Some((*v).into()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_are_stable_distinct_and_recognised() {
+        let a = host_veth_name("abc", "eth0");
+        assert_eq!(a, host_veth_name("abc", "eth0"));
+        assert_ne!(a, host_veth_name("abc", "eth1"));
+        assert_ne!(a, host_veth_name("abd", "eth0"));
+        assert_eq!(a.len(), 12);
+        assert!(is_weft_veth_name(&a));
+        assert!(!is_weft_veth_name("weft0"));
+        assert!(!is_weft_veth_name("weft.1"));
+        assert!(!is_weft_veth_name("weftXYZ12345"));
+    }
+
+    #[test]
+    fn macs_are_local_unicast() {
+        for _ in 0..32 {
+            let m = random_mac();
+            assert_eq!(m[0] & 0x03, 0x02);
+        }
+    }
+}
