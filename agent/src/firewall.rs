@@ -70,8 +70,14 @@ pub fn render(cluster_cidrs: &[IpNet]) -> Value {
         }}}),
     ];
     for net in cluster_cidrs {
-        cmds.push(rule("forward", vec![prefix_match("saddr", net, false), json!({"accept": null})]));
-        cmds.push(rule("forward", vec![prefix_match("daddr", net, false), json!({"accept": null})]));
+        cmds.push(rule(
+            "forward",
+            vec![prefix_match("saddr", net, false), json!({"accept": null})],
+        ));
+        cmds.push(rule(
+            "forward",
+            vec![prefix_match("daddr", net, false), json!({"accept": null})],
+        ));
     }
     let mark = KUBE_PROXY_MASQ_MARK;
     cmds.push(rule(
@@ -84,7 +90,11 @@ pub fn render(cluster_cidrs: &[IpNet]) -> Value {
     for net in cluster_cidrs {
         cmds.push(rule(
             "postrouting",
-            vec![prefix_match("saddr", net, false), prefix_match("daddr", net, false), json!({"return": null})],
+            vec![
+                prefix_match("saddr", net, false),
+                prefix_match("daddr", net, false),
+                json!({"return": null}),
+            ],
         ));
     }
     for net in cluster_cidrs {
@@ -124,7 +134,9 @@ fn run_nft(doc: &Value, op: &str) -> Result<(), Error> {
         .expect("piped stdin")
         .write_all(text.as_bytes())
         .map_err(|e| fail(format!("writing to nft: {e}")))?;
-    let out = child.wait_with_output().map_err(|e| fail(format!("waiting for nft: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("waiting for nft: {e}")))?;
     if !out.status.success() {
         return Err(fail(format!(
             "nft exited with {}: {}",
@@ -164,9 +176,18 @@ mod tests {
     fn replaces_the_table_in_one_document() {
         let doc = render(&["10.244.0.0/16".parse().unwrap()]);
         let cmds = doc["nftables"].as_array().unwrap();
-        assert_eq!(cmds[0], json!({"add": {"table": {"family": "inet", "name": "weft"}}}));
-        assert_eq!(cmds[1], json!({"delete": {"table": {"family": "inet", "name": "weft"}}}));
-        assert_eq!(cmds[2], json!({"add": {"table": {"family": "inet", "name": "weft"}}}));
+        assert_eq!(
+            cmds[0],
+            json!({"add": {"table": {"family": "inet", "name": "weft"}}})
+        );
+        assert_eq!(
+            cmds[1],
+            json!({"delete": {"table": {"family": "inet", "name": "weft"}}})
+        );
+        assert_eq!(
+            cmds[2],
+            json!({"add": {"table": {"family": "inet", "name": "weft"}}})
+        );
         // Nothing outside our table.
         for c in cmds {
             let body = c.as_object().unwrap().values().next().unwrap();
@@ -178,7 +199,10 @@ mod tests {
 
     #[test]
     fn pod_to_pod_returns_before_masquerade_and_kube_proxy_mark_is_left_alone() {
-        let doc = render(&["10.244.0.0/16".parse().unwrap(), "fd00:10:244::/56".parse().unwrap()]);
+        let doc = render(&[
+            "10.244.0.0/16".parse().unwrap(),
+            "fd00:10:244::/56".parse().unwrap(),
+        ]);
         let nat = rules(&doc, "postrouting");
         assert_eq!(nat.len(), 5);
         assert_eq!(nat[0][0]["match"]["right"], 0x4000);

@@ -1,15 +1,15 @@
 //! weft-agent as a library: the datapath can be driven without an API server (tests,
 //! benchmarks) through [`peers::Peer`] sets; the binary wires it to the Node watch.
 
-pub mod peers;
 pub mod config;
-pub mod nodes;
-pub mod underlay;
-pub mod metrics;
-pub mod publish;
 pub mod datapath;
 pub mod firewall;
-pub mod reconcile;
 pub mod http;
 pub mod install_cni;
+pub mod metrics;
+pub mod nodes;
+pub mod peers;
+pub mod publish;
+pub mod reconcile;
 pub mod run;
+pub mod underlay;

@@ -38,7 +38,10 @@ fn every_pod_reaches_every_remote_pod_with_its_own_source_ip() {
     let sf = weft_common::subnet_file::NodeSubnet::read(&c.nodes[0].subnet_file).unwrap();
     assert_eq!(sf.mtu, MTU);
     let routes = show(&c.nodes[0].ns, "route show proto 87");
-    assert!(routes.contains("10.244.2.0/24 via 10.244.2.0 dev weft.1 onlink"), "{routes}");
+    assert!(
+        routes.contains("10.244.2.0/24 via 10.244.2.0 dev weft.1 onlink"),
+        "{routes}"
+    );
     // A second sync changes nothing.
     let s = c.nodes[0].agent.sync(c.peers_of(0)).unwrap();
     assert_eq!((s.peers, s.added, s.removed, s.updated), (2, 0, 0, 0));
@@ -56,7 +59,19 @@ fn removed_peer_disappears_and_hand_deleted_entries_come_back() {
 
     // Hand deletions come back.
     ip(&n1.ns, "neigh del 10.244.2.0 dev weft.1");
-    must(&["bridge", "-n", &n1.ns, "fdb", "del", &c.nodes[1].mac.unwrap().to_string(), "dev", "weft.1", "dst", "192.168.77.2", "self"]);
+    must(&[
+        "bridge",
+        "-n",
+        &n1.ns,
+        "fdb",
+        "del",
+        &c.nodes[1].mac.unwrap().to_string(),
+        "dev",
+        "weft.1",
+        "dst",
+        "192.168.77.2",
+        "self",
+    ]);
     ip(&n1.ns, "route del 10.244.3.0/24");
     let s = n1.agent.sync(c.peers_of(0)).unwrap();
     assert_eq!((s.added, s.removed, s.updated), (3, 0, 0), "{s:?}");
@@ -66,7 +81,10 @@ fn removed_peer_disappears_and_hand_deleted_entries_come_back() {
     assert!(ping_ok(&n1.pods[0].ns, c.nodes[2].pods[0].ip));
 
     // A wrong MAC set by hand is replaced.
-    ip(&n1.ns, "neigh replace 10.244.3.0 lladdr 02:11:22:33:44:55 dev weft.1 nud permanent");
+    ip(
+        &n1.ns,
+        "neigh replace 10.244.3.0 lladdr 02:11:22:33:44:55 dev weft.1 nud permanent",
+    );
     let s = n1.agent.sync(c.peers_of(0)).unwrap();
     assert_eq!((s.added, s.removed, s.updated), (0, 0, 1), "{s:?}");
     assert!(show(&n1.ns, "neigh show 10.244.3.0 dev weft.1").contains(&mac3));
@@ -79,7 +97,12 @@ fn removed_peer_disappears_and_hand_deleted_entries_come_back() {
     let fdb = must(&["bridge", "-n", &n1.ns, "fdb", "show", "dev", "weft.1"]);
     assert!(!fdb.contains(&mac3), "{fdb}");
     assert!(ping_ok(&n1.pods[0].ns, c.nodes[1].pods[0].ip));
-    assert!(!exec(&n1.pods[0].ns, &format!("ping -c 1 -W 1 {}", c.nodes[2].pods[0].ip)).status.success());
+    assert!(!exec(
+        &n1.pods[0].ns,
+        &format!("ping -c 1 -W 1 {}", c.nodes[2].pods[0].ip)
+    )
+    .status
+    .success());
 }
 
 #[test]
@@ -93,16 +116,33 @@ fn pod_mtu_crosses_and_one_byte_more_does_not() {
     assert!(ping_ok(&src.ns, dst));
     let payload = MTU - 28;
     let fits = exec(&src.ns, &format!("ping -M do -c 1 -W 2 -s {payload} {dst}"));
-    assert!(fits.status.success(), "{}", String::from_utf8_lossy(&fits.stdout));
-    let too_big = exec(&src.ns, &format!("ping -M do -c 1 -W 2 -s {} {dst}", payload + 1));
+    assert!(
+        fits.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fits.stdout)
+    );
+    let too_big = exec(
+        &src.ns,
+        &format!("ping -M do -c 1 -W 2 -s {} {dst}", payload + 1),
+    );
     assert!(!too_big.status.success());
     // A pod with a larger MTU than the overlay gets "frag needed" from its node.
     ip(&c.nodes[0].ns, "link set vp1 mtu 1500");
     ip(&src.ns, "link set eth0 mtu 1500");
-    let out = exec(&src.ns, &format!("ping -M do -c 1 -W 2 -s {} {dst}", payload + 1));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = exec(
+        &src.ns,
+        &format!("ping -M do -c 1 -W 2 -s {} {dst}", payload + 1),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success());
-    assert!(text.contains("Frag needed") && text.contains("mtu = 1450"), "{text}");
+    assert!(
+        text.contains("Frag needed") && text.contains("mtu = 1450"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -116,20 +156,43 @@ fn traffic_leaving_the_cluster_is_masqueraded_to_the_node_ip() {
     let seen = seen_source(&c.nodes[0].pods[0].ns, &c.outside, outside, 7001);
     assert_eq!(seen, c.nodes[0].ip, "outside saw {seen}");
     // Pod-to-pod stays un-NATed even with the table in place.
-    let seen = seen_source(&c.nodes[0].pods[0].ns, &c.nodes[1].pods[0].ns, c.nodes[1].pods[0].ip, 7002);
+    let seen = seen_source(
+        &c.nodes[0].pods[0].ns,
+        &c.nodes[1].pods[0].ns,
+        c.nodes[1].pods[0].ip,
+        7002,
+    );
     assert_eq!(seen, c.nodes[0].pods[0].ip);
-    let table = must(&["ip", "netns", "exec", &c.nodes[0].ns, "nft", "list", "table", "inet", "weft"]);
+    let table = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &c.nodes[0].ns,
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "weft",
+    ]);
     assert!(table.contains("masquerade"), "{table}");
 }
 
 /// Opens an AF_PACKET socket on `ifname` inside `ns` and returns frames until `done`
 /// says so or the deadline passes.
-fn capture(ns: &str, ifname: &'static str, ready: mpsc::Sender<()>) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+fn capture(
+    ns: &str,
+    ifname: &'static str,
+    ready: mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
     in_netns(ns, move || {
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2); the fd is owned right away.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fd is a fresh, valid descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let cname = std::ffi::CString::new(ifname).unwrap();
@@ -150,7 +213,10 @@ fn capture(ns: &str, ifname: &'static str, ready: mpsc::Sender<()>) -> std::thre
             )
         };
         assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
         // SAFETY: valid fd, timeval option of the right size.
         unsafe {
             libc::setsockopt(
@@ -216,7 +282,9 @@ fn underlay_carries_vxlan_on_8472_with_vni_1_and_pod_ips_inside() {
     // Node 1's port on the underlay bridge (the bridge device itself sees only floods).
     let cap = capture(&c.underlay, "n1", tx);
     rx.recv().unwrap();
-    assert!(exec(&src.ns, &format!("ping -c 2 -i 0.05 -W 1 {}", dst.ip)).status.success());
+    assert!(exec(&src.ns, &format!("ping -c 2 -i 0.05 -W 1 {}", dst.ip))
+        .status
+        .success());
     let frames = cap.join().unwrap();
     let seen: Vec<_> = frames.iter().filter_map(|f| vxlan_inner(f)).collect();
     assert!(
@@ -241,8 +309,10 @@ fn restarted_agent_loses_no_packet() {
     c.nodes[0].agent.drop_datapath();
     c.nodes[1].agent.drop_datapath();
     let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &src.ns, "ping", "-i", "0.01", "-c", "300", "-W", "1", "-q"])
-        .arg(dst.to_string());
+    cmd.args([
+        "netns", "exec", &src.ns, "ping", "-i", "0.01", "-c", "300", "-W", "1", "-q",
+    ])
+    .arg(dst.to_string());
     let ping = std::thread::spawn(move || cmd.output());
     // ...and comes back: setup with the published MAC, then a full sync.
     for (i, n) in c.nodes.iter().enumerate() {

@@ -46,7 +46,10 @@ fn wrong_vni_device_is_recreated_and_published_mac_reused() {
     let c = Cluster::new("vni", 1, 0);
     let n = &c.nodes[0];
     ip(&n.ns, "link del weft.1");
-    ip(&n.ns, "link add weft.1 type vxlan id 42 dstport 8472 local 192.168.77.1 dev eth0 nolearning");
+    ip(
+        &n.ns,
+        "link add weft.1 type vxlan id 42 dstport 8472 local 192.168.77.1 dev eth0 nolearning",
+    );
     let mut cfg = n.config();
     let published: weft_common::annotations::Mac = "02:42:00:00:00:07".parse().unwrap();
     cfg.mac = Some(published);
@@ -75,22 +78,30 @@ fn masquerade_off_means_no_table_and_cleanup_removes_everything() {
     let netns = Netns::open(format!("/var/run/netns/{}", n.ns).as_ref()).unwrap();
     let file = n.subnet_file.clone();
     with_netlink(Some(&netns), |h| async move {
-        cleanup(&h, "weft.1", "weft0", &file).await.map_err(|e| weft_common::Error::Interface {
-            name: "cleanup".into(),
-            reason: e.to_string(),
-        })
+        cleanup(&h, "weft.1", "weft0", &file)
+            .await
+            .map_err(|e| weft_common::Error::Interface {
+                name: "cleanup".into(),
+                reason: e.to_string(),
+            })
     })
     .unwrap();
     assert!(!n.subnet_file.exists());
     assert_eq!(show(&n.ns, "route show proto 87"), "");
-    assert!(!run(&["ip", "-n", &n.ns, "link", "show", "weft.1"]).status.success());
-    assert!(!run(&["ip", "-n", &n.ns, "link", "show", "weft0"]).status.success());
+    assert!(!run(&["ip", "-n", &n.ns, "link", "show", "weft.1"])
+        .status
+        .success());
+    assert!(!run(&["ip", "-n", &n.ns, "link", "show", "weft0"])
+        .status
+        .success());
     // Twice is fine.
     with_netlink(Some(&netns), |h| async move {
-        cleanup(&h, "weft.1", "weft0", &n.subnet_file).await.map_err(|e| weft_common::Error::Interface {
-            name: "cleanup".into(),
-            reason: e.to_string(),
-        })
+        cleanup(&h, "weft.1", "weft0", &n.subnet_file)
+            .await
+            .map_err(|e| weft_common::Error::Interface {
+                name: "cleanup".into(),
+                reason: e.to_string(),
+            })
     })
     .unwrap();
 }

@@ -14,7 +14,11 @@ pub async fn run(nodes: usize, keep: bool) -> Result<()> {
     let t0 = Instant::now();
     println!("starting etcd, kube-apiserver, weft-controller and {nodes} weft-agents ...");
     let mut o = Overlay::start(nodes, 2).await?;
-    println!("up in {:.1}s: control plane at {}", t0.elapsed().as_secs_f64(), o.cp.server);
+    println!(
+        "up in {:.1}s: control plane at {}",
+        t0.elapsed().as_secs_f64(),
+        o.cp.server
+    );
     for i in 0..nodes {
         println!(
             "  {} ({})  pod CIDR {}",
@@ -31,10 +35,12 @@ pub async fn run(nodes: usize, keep: bool) -> Result<()> {
             if from == to {
                 continue;
             }
-            let label = |k: usize| format!("{} on {}", o.pods[k].ip, Overlay::node_name(o.pods[k].node));
+            let label =
+                |k: usize| format!("{} on {}", o.pods[k].ip, Overlay::node_name(o.pods[k].node));
             let (seen, ok) = match o.connect(from, to) {
                 Ok(seen) => {
-                    let ip: Option<IpAddr> = seen.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok());
+                    let ip: Option<IpAddr> =
+                        seen.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok());
                     let ok = ip == Some(IpAddr::V4(o.pods[from].ip));
                     (seen, ok)
                 }
@@ -43,15 +49,32 @@ pub async fn run(nodes: usize, keep: bool) -> Result<()> {
             if !ok {
                 failures += 1;
             }
-            println!("{:<28} {:<28} {:<20} {}", label(from), label(to), seen, if ok { "ok (no NAT)" } else { "FAIL" });
+            println!(
+                "{:<28} {:<28} {:<20} {}",
+                label(from),
+                label(to),
+                seen,
+                if ok { "ok (no NAT)" } else { "FAIL" }
+            );
         }
     }
     if keep {
-        println!("\nkubectl --kubeconfig {} get nodes   (Ctrl-C to tear down)", o.cp.kubeconfig.display());
+        println!(
+            "\nkubectl --kubeconfig {} get nodes   (Ctrl-C to tear down)",
+            o.cp.kubeconfig.display()
+        );
         for p in &o.pods {
-            println!("  ip netns exec {} ping {}", p.netns, o.pods[(p.node + 1) % nodes * 2].ip);
+            println!(
+                "  ip netns exec {} ping {}",
+                p.netns,
+                o.pods[(p.node + 1) % nodes * 2].ip
+            );
         }
-        tokio::signal::ctrl_c().await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
     }
     drop(o);
     if failures > 0 {

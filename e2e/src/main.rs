@@ -7,7 +7,11 @@ mod bench;
 mod demo;
 
 #[derive(Parser)]
-#[command(name = "weft-e2e", version, about = "weft end-to-end tooling and benchmarks")]
+#[command(
+    name = "weft-e2e",
+    version,
+    about = "weft end-to-end tooling and benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +40,25 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Start a local cluster: control plane on the host, nodes as network + mount
+    /// namespaces with their own containerd, kubelet and kube-proxy, weft applied.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u8,
+        /// The weft image (built by scripts/build-image.sh when docker lacks it).
+        #[arg(long, default_value = "weft.dev/weft:0.1.0")]
+        image: String,
+        /// Kustomization directory of weft.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests"))]
+        manifests: std::path::PathBuf,
+        /// Stop once the nodes are registered (NotReady), without applying weft.
+        #[arg(long)]
+        no_weft: bool,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+    /// Stop the local cluster and remove everything `up` made.
+    Down,
 }
 
 #[derive(Subcommand)]
@@ -63,15 +86,31 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+            }),
         )
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { name, args } => bench::run(name, &args),
         Command::Probe { action } => probe(action),
-        Command::Demo { nodes, keep } => tokio::runtime::Runtime::new()?.block_on(demo::run(nodes, keep)),
+        Command::Up {
+            nodes,
+            image,
+            manifests,
+            no_weft,
+            timeout_secs,
+        } => weft_e2e::cluster::up::run_up(&weft_e2e::cluster::up::Options {
+            nodes,
+            image,
+            manifests: (!no_weft).then_some(manifests),
+            timeout: std::time::Duration::from_secs(timeout_secs),
+        }),
+        Command::Down => weft_e2e::cluster::down::run_down(),
+        Command::Demo { nodes, keep } => {
+            tokio::runtime::Runtime::new()?.block_on(demo::run(nodes, keep))
+        }
     }
 }
 
@@ -85,7 +124,10 @@ fn probe(action: ProbeAction) -> anyhow::Result<()> {
             send_bytes,
             timeout_secs,
         } => {
-            println!("{}", probe::connect(addr, send_bytes, Duration::from_secs(timeout_secs))?);
+            println!(
+                "{}",
+                probe::connect(addr, send_bytes, Duration::from_secs(timeout_secs))?
+            );
             Ok(())
         }
         ProbeAction::Udp { addr, timeout_secs } => {

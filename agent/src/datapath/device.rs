@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::AddressAttribute;
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 use weft_common::annotations::Mac;
 use weft_common::bridge::{ensure_address, link_by_name, link_kind, link_mac, link_mtu};
@@ -62,7 +64,10 @@ pub fn mismatch(info: &[InfoVxlan], want: &VxlanSpec) -> Option<String> {
         return Some(format!("local address is {local:?}, want {}", want.local));
     }
     if link != Some(want.underlay_ifindex) {
-        return Some(format!("underlay ifindex is {link:?}, want {}", want.underlay_ifindex));
+        return Some(format!(
+            "underlay ifindex is {link:?}, want {}",
+            want.underlay_ifindex
+        ));
     }
     if learning != Some(false) {
         return Some("learning is on".into());
@@ -113,12 +118,9 @@ pub async fn ensure(
             if let Some(m) = mac {
                 b = b.address(m.0.to_vec());
             }
-            handle
-                .link()
-                .add(b.build())
-                .execute()
-                .await
-                .map_err(|e| Error::netlink(format!("create VXLAN device {name} (VNI {})", spec.vni), e))?;
+            handle.link().add(b.build()).execute().await.map_err(|e| {
+                Error::netlink(format!("create VXLAN device {name} (VNI {})", spec.vni), e)
+            })?;
             tracing::info!(device = name, vni = spec.vni, "created VXLAN device");
             link_by_name(handle, name)
                 .await?
@@ -158,10 +160,19 @@ pub async fn ensure(
 }
 
 /// Makes `addr` the device's only address of its family (the VTEP address, a /32 or /128).
-pub async fn ensure_only_address(handle: &Handle, name: &str, index: u32, addr: IpNet) -> Result<(), Error> {
+pub async fn ensure_only_address(
+    handle: &Handle,
+    name: &str,
+    index: u32,
+    addr: IpNet,
+) -> Result<(), Error> {
     let mut present = false;
     let mut stale = Vec::new();
-    let mut dump = handle.address().get().set_link_index_filter(index).execute();
+    let mut dump = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
     while let Some(msg) = dump
         .try_next()
         .await
@@ -187,7 +198,12 @@ pub async fn ensure_only_address(handle: &Handle, name: &str, index: u32, addr: 
         match handle.address().del(msg).execute().await {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
-            Err(e) => return Err(Error::netlink(format!("delete address {ip}/{prefix} of {name}"), e)),
+            Err(e) => {
+                return Err(Error::netlink(
+                    format!("delete address {ip}/{prefix} of {name}"),
+                    e,
+                ))
+            }
         }
     }
     if !present {
@@ -234,10 +250,22 @@ mod tests {
     #[test]
     fn vni_learning_and_underlay_differences_need_a_new_device() {
         assert!(mismatch(&info(2, false), &spec()).unwrap().contains("VNI"));
-        assert!(mismatch(&info(1, true), &spec()).unwrap().contains("learning"));
-        let moved = VxlanSpec { underlay_ifindex: 3, ..spec() };
-        assert!(mismatch(&info(1, false), &moved).unwrap().contains("underlay"));
-        let other_ip = VxlanSpec { local: "10.0.0.1".parse().unwrap(), ..spec() };
-        assert!(mismatch(&info(1, false), &other_ip).unwrap().contains("local"));
+        assert!(mismatch(&info(1, true), &spec())
+            .unwrap()
+            .contains("learning"));
+        let moved = VxlanSpec {
+            underlay_ifindex: 3,
+            ..spec()
+        };
+        assert!(mismatch(&info(1, false), &moved)
+            .unwrap()
+            .contains("underlay"));
+        let other_ip = VxlanSpec {
+            local: "10.0.0.1".parse().unwrap(),
+            ..spec()
+        };
+        assert!(mismatch(&info(1, false), &other_ip)
+            .unwrap()
+            .contains("local"));
     }
 }

@@ -9,7 +9,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
@@ -19,7 +20,10 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use weft_common::annotations::Mac;
 
 use super::error::errno;
-use super::plan::{Actual, ActualFdb, ActualNeigh, ActualRoute, Fdb, Neigh, Plan, Route, MAIN_TABLE, ROUTE_PROTOCOL};
+use super::plan::{
+    Actual, ActualFdb, ActualNeigh, ActualRoute, Fdb, Neigh, Plan, Route, MAIN_TABLE,
+    ROUTE_PROTOCOL,
+};
 use super::Error;
 
 /// Requests in flight at once. The answers (acks of ~36 bytes) stay far below the
@@ -66,8 +70,12 @@ fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
         NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
         // FDB entries (AF_BRIDGE) carry their remote as raw bytes.
         NeighbourAddress::Other(raw) => match raw.len() {
-            4 => <[u8; 4]>::try_from(raw.as_slice()).ok().map(|b| IpAddr::V4(b.into())),
-            16 => <[u8; 16]>::try_from(raw.as_slice()).ok().map(|b| IpAddr::V6(b.into())),
+            4 => <[u8; 4]>::try_from(raw.as_slice())
+                .ok()
+                .map(|b| IpAddr::V4(b.into())),
+            16 => <[u8; 16]>::try_from(raw.as_slice())
+                .ok()
+                .map(|b| IpAddr::V6(b.into())),
             _ => None,
         },
         _ => None,
@@ -169,9 +177,11 @@ fn neigh_msg(device: u32, n: &Neigh, with_mac: bool) -> NeighbourMessage {
     m.header.family = family(&n.ip);
     m.header.ifindex = device;
     m.header.state = NeighbourState::Permanent;
-    m.attributes.push(NeighbourAttribute::Destination(neigh_addr(n.ip)));
+    m.attributes
+        .push(NeighbourAttribute::Destination(neigh_addr(n.ip)));
     if with_mac {
-        m.attributes.push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
     }
     m
 }
@@ -183,8 +193,10 @@ fn fdb_msg(device: u32, f: &Fdb) -> NeighbourMessage {
     m.header.ifindex = device;
     m.header.state = NeighbourState::Permanent;
     m.header.flags = NeighbourFlags::Own;
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
-    m.attributes.push(NeighbourAttribute::Destination(neigh_addr(f.dst)));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::Destination(neigh_addr(f.dst)));
     m
 }
 
@@ -197,14 +209,19 @@ fn route_msg(r: &Route, for_delete: bool) -> RouteMessage {
         table: RouteHeader::RT_TABLE_MAIN,
         protocol: RouteProtocol::from(ROUTE_PROTOCOL),
         // A delete matches any scope; weft's routes all have a gateway (universe).
-        scope: if for_delete { RouteScope::NoWhere } else { RouteScope::Universe },
+        scope: if for_delete {
+            RouteScope::NoWhere
+        } else {
+            RouteScope::Universe
+        },
         kind: RouteType::Unicast,
         ..Default::default()
     };
     if r.onlink {
         m.header.flags.insert(RouteFlags::Onlink);
     }
-    m.attributes.push(RouteAttribute::Destination(r.dst.network().into()));
+    m.attributes
+        .push(RouteAttribute::Destination(r.dst.network().into()));
     if !r.gateway.is_unspecified() {
         m.attributes.push(RouteAttribute::Gateway(r.gateway.into()));
     }
@@ -226,7 +243,11 @@ struct Request {
     entry: String,
 }
 
-async fn send(mut handle: Handle, req: RouteNetlinkMessage, set: bool) -> Result<(), rtnetlink::Error> {
+async fn send(
+    mut handle: Handle,
+    req: RouteNetlinkMessage,
+    set: bool,
+) -> Result<(), rtnetlink::Error> {
     let mut msg = NetlinkMessage::from(req);
     msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
     if set {
@@ -255,11 +276,13 @@ async fn run_phase(handle: &Handle, reqs: Vec<Request>, failures: &mut Vec<Error
         .map(|r| {
             let handle = handle.clone();
             async move {
-                send(handle, r.msg, r.set).await.map_err(|source| Error::Entry {
-                    peer: r.peer,
-                    entry: r.entry,
-                    source,
-                })
+                send(handle, r.msg, r.set)
+                    .await
+                    .map_err(|source| Error::Entry {
+                        peer: r.peer,
+                        entry: r.entry,
+                        source,
+                    })
             }
         })
         .buffer_unordered(IN_FLIGHT)

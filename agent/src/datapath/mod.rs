@@ -100,10 +100,16 @@ fn v4_pod_cidr(cfg: &DatapathConfig) -> Result<IpNet, Error> {
 
 fn check(cfg: &DatapathConfig) -> Result<(), Error> {
     if cfg.vni == 0 || cfg.vni > 0x00ff_ffff {
-        return Err(Error::Config(format!("VNI {} is outside 1..=16777215", cfg.vni)));
+        return Err(Error::Config(format!(
+            "VNI {} is outside 1..=16777215",
+            cfg.vni
+        )));
     }
     if !(576..=65535).contains(&cfg.mtu) {
-        return Err(Error::Config(format!("MTU {} is outside 576..=65535", cfg.mtu)));
+        return Err(Error::Config(format!(
+            "MTU {} is outside 576..=65535",
+            cfg.mtu
+        )));
     }
     for name in [&cfg.vxlan_device, &cfg.bridge] {
         weft_common::netconf::check_ifname(name).map_err(Error::Config)?;
@@ -125,7 +131,10 @@ fn sysctl_on(path: &str) -> Result<(), Error> {
 }
 
 /// The underlay address with its prefix, for direct routing's same-subnet test.
-async fn underlay_net(handle: &rtnetlink::Handle, cfg: &DatapathConfig) -> Result<Option<IpNet>, Error> {
+async fn underlay_net(
+    handle: &rtnetlink::Handle,
+    cfg: &DatapathConfig,
+) -> Result<Option<IpNet>, Error> {
     let addrs = addresses(handle, cfg.underlay_ifindex).await?;
     Ok(addrs
         .into_iter()
@@ -153,7 +162,8 @@ impl Datapath {
         let vtep_addr = IpNet::new(plan::vtep_ip(&v4), 32).expect("/32 is valid");
         device::ensure_only_address(&handle, dev, ifindex, vtep_addr).await?;
 
-        let gateways: Vec<(IpAddr, IpNet)> = cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
+        let gateways: Vec<(IpAddr, IpNet)> =
+            cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
         weft_common::bridge::ensure_bridge(&handle, &cfg.bridge, cfg.mtu, &gateways).await?;
 
         sysctl_on("/proc/sys/net/ipv4/ip_forward")?;
@@ -170,8 +180,13 @@ impl Datapath {
         }
 
         let underlay_net = underlay_net(&handle, &cfg).await?;
-        NodeSubnet::new(cfg.pod_cidrs.clone(), cfg.cluster_cidrs.clone(), cfg.mtu, &cfg.bridge)
-            .write_atomic(&cfg.subnet_file)?;
+        NodeSubnet::new(
+            cfg.pod_cidrs.clone(),
+            cfg.cluster_cidrs.clone(),
+            cfg.mtu,
+            &cfg.bridge,
+        )
+        .write_atomic(&cfg.subnet_file)?;
         tracing::info!(device = %dev, %mac, ifindex, vtep = %vtep_addr, "datapath ready");
         Ok(Datapath {
             cfg,
@@ -179,7 +194,10 @@ impl Datapath {
             mac,
             spec,
             vtep_addr,
-            state: Mutex::new(DeviceState { ifindex, underlay_net }),
+            state: Mutex::new(DeviceState {
+                ifindex,
+                underlay_net,
+            }),
             sync_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -249,14 +267,18 @@ impl Datapath {
         let dev = &self.cfg.vxlan_device;
         let known = self.ifindex();
         if let Some(link) = link_by_name(&self.handle, dev).await? {
-            let up = link.header.flags.contains(netlink_packet_route::link::LinkFlags::Up);
+            let up = link
+                .header
+                .flags
+                .contains(netlink_packet_route::link::LinkFlags::Up);
             let same_mac = weft_common::bridge::link_mac(&link) == Some(self.mac.0);
             if link.header.index == known && up && same_mac {
                 return Ok(known);
             }
         }
         tracing::warn!(device = %dev, "VXLAN device missing or changed; recreating");
-        let (ifindex, _) = device::ensure(&self.handle, dev, &self.spec, self.cfg.mtu, Some(self.mac)).await?;
+        let (ifindex, _) =
+            device::ensure(&self.handle, dev, &self.spec, self.cfg.mtu, Some(self.mac)).await?;
         device::ensure_only_address(&self.handle, dev, ifindex, self.vtep_addr).await?;
         self.state.lock().expect("state lock").ifindex = ifindex;
         Ok(ifindex)

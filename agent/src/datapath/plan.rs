@@ -96,16 +96,32 @@ pub fn vtep_ip(pod_cidr: &IpNet) -> IpAddr {
 pub fn desired(peers: &[Peer], local: &Local) -> Desired {
     let mut out = Desired::default();
     for peer in peers {
-        let Some(cidr) = peer.pod_cidrs.iter().find(|c| matches!(c, IpNet::V4(_))).copied() else {
-            out.skipped.push((peer.name.clone(), "no IPv4 pod CIDR".into()));
+        let Some(cidr) = peer
+            .pod_cidrs
+            .iter()
+            .find(|c| matches!(c, IpNet::V4(_)))
+            .copied()
+        else {
+            out.skipped
+                .push((peer.name.clone(), "no IPv4 pod CIDR".into()));
             continue;
         };
-        if local.own_pod_cidrs.iter().any(|own| own.contains(&cidr) || cidr.contains(own)) {
-            out.skipped.push((peer.name.clone(), format!("pod CIDR {cidr} overlaps this node's")));
+        if local
+            .own_pod_cidrs
+            .iter()
+            .any(|own| own.contains(&cidr) || cidr.contains(own))
+        {
+            out.skipped.push((
+                peer.name.clone(),
+                format!("pod CIDR {cidr} overlaps this node's"),
+            ));
             continue;
         }
         if out.routes.contains_key(&cidr) {
-            out.skipped.push((peer.name.clone(), format!("pod CIDR {cidr} already claimed by another peer")));
+            out.skipped.push((
+                peer.name.clone(),
+                format!("pod CIDR {cidr} already claimed by another peer"),
+            ));
             continue;
         }
         let direct = match (local.direct_routing, local.underlay_net, peer.node_ip) {
@@ -125,11 +141,15 @@ pub fn desired(peers: &[Peer], local: &Local) -> Desired {
             continue;
         }
         let Some(vtep) = peer.vtep else {
-            out.skipped.push((peer.name.clone(), "no VTEP published yet".into()));
+            out.skipped
+                .push((peer.name.clone(), "no VTEP published yet".into()));
             continue;
         };
         if out.fdb.contains_key(&vtep.mac) {
-            out.skipped.push((peer.name.clone(), format!("VTEP MAC {} already used by another peer", vtep.mac)));
+            out.skipped.push((
+                peer.name.clone(),
+                format!("VTEP MAC {} already used by another peer", vtep.mac),
+            ));
             continue;
         }
         let ip = vtep_ip(&cidr);
@@ -237,9 +257,16 @@ impl Plan {
         self.del_routes.len() + self.del_neighs.len() + self.del_fdb.len()
     }
     fn count(&self, change: Change) -> usize {
-        self.set_neighs.iter().filter(|s| s.change == change).count()
+        self.set_neighs
+            .iter()
+            .filter(|s| s.change == change)
+            .count()
             + self.set_fdb.iter().filter(|s| s.change == change).count()
-            + self.set_routes.iter().filter(|s| s.change == change).count()
+            + self
+                .set_routes
+                .iter()
+                .filter(|s| s.change == change)
+                .count()
     }
     pub fn added(&self) -> usize {
         self.count(Change::Add)
@@ -278,7 +305,10 @@ pub fn diff(desired: &Desired, actual: &Actual, device: u32) -> Plan {
         };
         plan.set_neighs.push(Set {
             peer: want.peer.clone(),
-            entry: Neigh { ip: *ip, mac: want.entry },
+            entry: Neigh {
+                ip: *ip,
+                mac: want.entry,
+            },
             change,
         });
     }
@@ -293,13 +323,21 @@ pub fn diff(desired: &Desired, actual: &Actual, device: u32) -> Plan {
     }
     for (mac, dsts) in &remotes {
         match desired.fdb.get(mac) {
-            None => plan.del_fdb.extend(dsts.iter().map(|dst| Fdb { mac: *mac, dst: *dst })),
-            Some(want) if dsts.contains(&want.entry) => plan.del_fdb.extend(
-                dsts.iter()
-                    .filter(|d| **d != want.entry)
-                    .map(|dst| Fdb { mac: *mac, dst: *dst }),
-            ),
-            Some(_) => plan.del_fdb.extend(dsts.iter().skip(1).map(|dst| Fdb { mac: *mac, dst: *dst })),
+            None => plan.del_fdb.extend(dsts.iter().map(|dst| Fdb {
+                mac: *mac,
+                dst: *dst,
+            })),
+            Some(want) if dsts.contains(&want.entry) => {
+                plan.del_fdb
+                    .extend(dsts.iter().filter(|d| **d != want.entry).map(|dst| Fdb {
+                        mac: *mac,
+                        dst: *dst,
+                    }))
+            }
+            Some(_) => plan.del_fdb.extend(dsts.iter().skip(1).map(|dst| Fdb {
+                mac: *mac,
+                dst: *dst,
+            })),
         }
     }
     for (mac, want) in &desired.fdb {
@@ -310,7 +348,10 @@ pub fn diff(desired: &Desired, actual: &Actual, device: u32) -> Plan {
         };
         plan.set_fdb.push(Set {
             peer: want.peer.clone(),
-            entry: Fdb { mac: *mac, dst: want.entry },
+            entry: Fdb {
+                mac: *mac,
+                dst: want.entry,
+            },
             change,
         });
     }
@@ -352,7 +393,11 @@ pub fn diff(desired: &Desired, actual: &Actual, device: u32) -> Plan {
         if matched.contains(dst) {
             continue;
         }
-        let change = if present.contains(dst) { Change::Update } else { Change::Add };
+        let change = if present.contains(dst) {
+            Change::Update
+        } else {
+            Change::Add
+        };
         plan.set_routes.push(Set {
             peer: want.peer.clone(),
             entry: want.entry,
@@ -469,9 +514,18 @@ mod tests {
     fn direct_routing_uses_node_ip_on_the_same_subnet_only() {
         let mut peers = two_peers();
         peers.push(peer("far", "10.244.9.0/24", 9, "172.16.0.9"));
-        let d = desired(&peers, &Local { direct_routing: true, ..local() });
+        let d = desired(
+            &peers,
+            &Local {
+                direct_routing: true,
+                ..local()
+            },
+        );
         let r = d.routes[&net("10.244.2.0/24")].entry;
-        assert_eq!((r.gateway, r.oif, r.onlink), (ip("192.168.77.2"), UL, false));
+        assert_eq!(
+            (r.gateway, r.oif, r.onlink),
+            (ip("192.168.77.2"), UL, false)
+        );
         assert!(!d.neighs.contains_key(&ip("10.244.2.0")));
         assert!(!d.fdb.contains_key(&mac(2)));
         let far = d.routes[&net("10.244.9.0/24")].entry;
@@ -498,8 +552,20 @@ mod tests {
         let before = desired(&two_peers(), &local());
         let after = desired(&two_peers()[..1], &local());
         let plan = diff(&after, &applied(&before), DEV);
-        assert_eq!(plan.del_neighs, vec![Neigh { ip: ip("10.244.3.0"), mac: mac(3) }]);
-        assert_eq!(plan.del_fdb, vec![Fdb { mac: mac(3), dst: ip("192.168.77.3") }]);
+        assert_eq!(
+            plan.del_neighs,
+            vec![Neigh {
+                ip: ip("10.244.3.0"),
+                mac: mac(3)
+            }]
+        );
+        assert_eq!(
+            plan.del_fdb,
+            vec![Fdb {
+                mac: mac(3),
+                dst: ip("192.168.77.3")
+            }]
+        );
         assert_eq!(plan.del_routes.len(), 1);
         assert_eq!(plan.del_routes[0].dst, net("10.244.3.0/24"));
         assert_eq!(plan.len(), 3);
@@ -514,7 +580,13 @@ mod tests {
         assert_eq!(plan.set_neighs.len(), 1);
         assert_eq!(plan.set_neighs[0].change, Change::Update);
         assert_eq!(plan.set_neighs[0].entry.mac, mac(0x22));
-        assert_eq!(plan.del_fdb, vec![Fdb { mac: mac(2), dst: ip("192.168.77.2") }]);
+        assert_eq!(
+            plan.del_fdb,
+            vec![Fdb {
+                mac: mac(2),
+                dst: ip("192.168.77.2")
+            }]
+        );
         assert_eq!(plan.set_fdb[0].change, Change::Add);
         assert!(plan.set_routes.is_empty() && plan.del_routes.is_empty());
     }
@@ -550,10 +622,28 @@ mod tests {
         let mut actual = applied(&d);
         // Another device's neighbour and FDB entry, a kernel-learnt neighbour on ours,
         // an FDB entry without a remote, a kernel route and another table's route.
-        actual.neighs.push(ActualNeigh { ifindex: 3, ip: ip("10.0.0.1"), mac: Some(mac(7)), permanent: true });
-        actual.neighs.push(ActualNeigh { ifindex: DEV, ip: ip("10.244.7.0"), mac: None, permanent: false });
-        actual.fdb.push(ActualFdb { ifindex: 3, mac: mac(8), dst: Some(ip("1.2.3.4")) });
-        actual.fdb.push(ActualFdb { ifindex: DEV, mac: mac(9), dst: None });
+        actual.neighs.push(ActualNeigh {
+            ifindex: 3,
+            ip: ip("10.0.0.1"),
+            mac: Some(mac(7)),
+            permanent: true,
+        });
+        actual.neighs.push(ActualNeigh {
+            ifindex: DEV,
+            ip: ip("10.244.7.0"),
+            mac: None,
+            permanent: false,
+        });
+        actual.fdb.push(ActualFdb {
+            ifindex: 3,
+            mac: mac(8),
+            dst: Some(ip("1.2.3.4")),
+        });
+        actual.fdb.push(ActualFdb {
+            ifindex: DEV,
+            mac: mac(9),
+            dst: None,
+        });
         for (protocol, table) in [(2, MAIN_TABLE), (4, MAIN_TABLE), (ROUTE_PROTOCOL, 100)] {
             actual.routes.push(ActualRoute {
                 table,
@@ -573,13 +663,26 @@ mod tests {
         let d = desired(&two_peers(), &local());
         let mut actual = applied(&d);
         actual.neighs[0].permanent = false; // became a kernel entry
-        actual.fdb.push(ActualFdb { ifindex: DEV, mac: mac(3), dst: Some(ip("192.168.77.99")) }); // appended remote
+        actual.fdb.push(ActualFdb {
+            ifindex: DEV,
+            mac: mac(3),
+            dst: Some(ip("192.168.77.99")),
+        }); // appended remote
         actual.routes[0].gateway = Some(ip("10.244.99.0")); // wrong via
-        actual.routes.push(ActualRoute { priority: 50, ..actual.routes[1] }); // extra metric
+        actual.routes.push(ActualRoute {
+            priority: 50,
+            ..actual.routes[1]
+        }); // extra metric
         let plan = diff(&d, &actual, DEV);
         assert_eq!(plan.set_neighs.len(), 1);
         assert_eq!(plan.set_neighs[0].change, Change::Update);
-        assert_eq!(plan.del_fdb, vec![Fdb { mac: mac(3), dst: ip("192.168.77.99") }]);
+        assert_eq!(
+            plan.del_fdb,
+            vec![Fdb {
+                mac: mac(3),
+                dst: ip("192.168.77.99")
+            }]
+        );
         assert_eq!(plan.set_routes.len(), 1);
         assert_eq!(plan.set_routes[0].change, Change::Update);
         assert_eq!(plan.del_routes.len(), 1);

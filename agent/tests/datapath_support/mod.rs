@@ -59,13 +59,19 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Runs `f` on a thread inside the named netns.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         Netns::open(path.as_ref()).unwrap().enter().unwrap();
@@ -112,7 +118,10 @@ impl Agent {
         let path = format!("/var/run/netns/{ns}");
         let thread = std::thread::spawn(move || {
             Netns::open(path.as_ref()).unwrap().enter().unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let (conn, handle, _) = rtnetlink::new_connection().unwrap();
                 tokio::spawn(conn);
@@ -120,7 +129,9 @@ impl Agent {
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
                         Cmd::Setup(cfg, reply) => {
-                            let r = Datapath::setup(*cfg, handle.clone()).await.map_err(|e| e.to_string());
+                            let r = Datapath::setup(*cfg, handle.clone())
+                                .await
+                                .map_err(|e| e.to_string());
                             let _ = reply.send(r.map(|d| {
                                 let mac = d.vtep_mac();
                                 dp = Some(d);
@@ -147,13 +158,21 @@ impl Agent {
 
     pub fn setup(&self, cfg: DatapathConfig) -> Result<Mac, String> {
         let (tx, rx) = mpsc::channel();
-        self.tx.as_ref().unwrap().send(Cmd::Setup(Box::new(cfg), tx)).unwrap();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Cmd::Setup(Box::new(cfg), tx))
+            .unwrap();
         rx.recv().unwrap()
     }
 
     pub fn sync(&self, peers: Vec<Peer>) -> Result<SyncStats, String> {
         let (tx, rx) = mpsc::channel();
-        self.tx.as_ref().unwrap().send(Cmd::Sync(peers, tx)).unwrap();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Cmd::Sync(peers, tx))
+            .unwrap();
         rx.recv().unwrap()
     }
 
@@ -249,7 +268,10 @@ impl Cluster {
         ip(&underlay, "link set br0 up");
         let attach = |guard: &mut NetnsGuard, name: String, port: &str, addr: &str| {
             let ns = guard.add(name);
-            ip(&underlay, &format!("link add {port} type veth peer name eth0 netns {ns}"));
+            ip(
+                &underlay,
+                &format!("link add {port} type veth peer name eth0 netns {ns}"),
+            );
             ip(&underlay, &format!("link set {port} master br0 up"));
             ip(&ns, &format!("addr add {addr}/24 dev eth0"));
             ip(&ns, "link set eth0 up");
@@ -259,7 +281,12 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut list = Vec::new();
         for i in 1..=nodes {
-            let ns = attach(&mut guard, format!("{prefix}-n{i}"), &format!("n{i}"), &format!("192.168.77.{i}"));
+            let ns = attach(
+                &mut guard,
+                format!("{prefix}-n{i}"),
+                &format!("n{i}"),
+                &format!("192.168.77.{i}"),
+            );
             let node = Node {
                 index: i,
                 agent: Agent::start(&ns),
@@ -295,7 +322,10 @@ impl Cluster {
         let n = &self.nodes[node];
         let ns = self.guard.add(format!("{}-n{}p{j}", self.prefix, n.index));
         let pod_ip: IpAddr = format!("10.244.{}.{}", n.index, 10 + j).parse().unwrap();
-        ip(&n.ns, &format!("link add vp{j} type veth peer name eth0 netns {ns}"));
+        ip(
+            &n.ns,
+            &format!("link add vp{j} type veth peer name eth0 netns {ns}"),
+        );
         ip(&n.ns, &format!("link set vp{j} mtu {MTU} master weft0 up"));
         ip(&ns, &format!("link set eth0 mtu {MTU} up"));
         ip(&ns, &format!("addr add {pod_ip}/24 dev eth0"));
@@ -305,7 +335,10 @@ impl Cluster {
 
     /// Every node but `node`, as peers.
     pub fn peers_of(&self, node: usize) -> Vec<Peer> {
-        (0..self.nodes.len()).filter(|i| *i != node).map(|i| self.nodes[i].peer()).collect()
+        (0..self.nodes.len())
+            .filter(|i| *i != node)
+            .map(|i| self.nodes[i].peer())
+            .collect()
     }
 
     pub fn sync_all(&self) {
@@ -328,7 +361,11 @@ pub fn ping_ok(ns: &str, dst: IpAddr) -> bool {
 
 /// Listens on `port` inside `ns` and returns the peer address of the first connection
 /// (a thread; join it after connecting).
-pub fn accept_one(ns: &str, bind: IpAddr, port: u16) -> (std::thread::JoinHandle<SocketAddr>, mpsc::Receiver<()>) {
+pub fn accept_one(
+    ns: &str,
+    bind: IpAddr,
+    port: u16,
+) -> (std::thread::JoinHandle<SocketAddr>, mpsc::Receiver<()>) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let h = in_netns(ns, move || {
         let l = TcpListener::bind((bind, port)).unwrap();
@@ -355,7 +392,8 @@ pub fn seen_source(from: &str, to_ns: &str, dst: IpAddr, port: u16) -> IpAddr {
     ready.recv().unwrap();
     let target = SocketAddr::new(dst, port);
     in_netns(from, move || {
-        TcpStream::connect_timeout(&target, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {target}: {e}"))
+        TcpStream::connect_timeout(&target, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect {target}: {e}"))
     })
     .join()
     .unwrap();

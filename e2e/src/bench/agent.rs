@@ -1,5 +1,556 @@
-//! `weft-e2e bench agent`.
+//! `weft-e2e bench agent`: the agent's datapath.
+//!
+//! * Convergence: in a throwaway netns, the time [`Datapath::sync`] takes to program N
+//!   remote nodes from nothing (N = 100, 1000, 5000) and one changed node at 5000, against
+//!   the same entries written by `ip -batch` / `bridge -batch` (the floor).
+//! * Throughput: iperf3, one TCP stream, pod to pod across two netns "nodes" through
+//!   weft's datapath vs the same topology built by hand with `ip`, alternating A B A B;
+//!   plus the plain underlay veth. Medians.
+//! * RSS with 5000 nodes needs a real API server: null unless `--kubeconfig` (not yet).
+//!
+//! Options: `--runs N` (throughput runs per variant, default 5), `--seconds S` (iperf3
+//! duration, default 3), `--skip-throughput`, `--no-masquerade` (weft's pair without the
+//! nftables table: the hand-built pair has none, and a nat chain turns conntrack on).
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("bench agent is not written yet")
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use weft_agent::datapath::{Datapath, DatapathConfig};
+use weft_agent::peers::Peer;
+use weft_common::annotations::{Mac, Vtep};
+use weft_common::netns::Netns;
+
+const MTU: u32 = 1450;
+
+fn sh(args: &[&str]) -> Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("run {args:?}"))?;
+    if !out.status.success() {
+        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(ns: &str, args: &str) -> Result<String> {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(args.split_whitespace());
+    sh(&v)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Network namespaces removed on drop.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, name: String) -> Result<String> {
+        sh(&["ip", "netns", "add", &name])?;
+        self.0.push(name.clone());
+        ip(&name, "link set lo up")?;
+        Ok(name)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in self.0.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn open_ns(name: &str) -> Result<Netns> {
+    Ok(Netns::open(format!("/var/run/netns/{name}").as_ref())?)
+}
+
+/// Runs `f` with a netlink handle on a thread inside the named netns.
+fn in_ns<T, F, Fut>(ns: &str, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let netns = open_ns(ns)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                netns.enter()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let (conn, handle, _) = rtnetlink::new_connection()?;
+                    let task = tokio::spawn(conn);
+                    let out = f(handle).await;
+                    task.abort();
+                    out
+                })
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in netns {ns} panicked"))?
+    })
+}
+
+fn ifindex(ns: &str, dev: &str) -> Result<u32> {
+    let v: serde_json::Value = serde_json::from_str(&ip(ns, &format!("-j link show {dev}"))?)?;
+    v[0]["ifindex"]
+        .as_u64()
+        .map(|i| i as u32)
+        .context("no ifindex")
+}
+
+fn config(ns: &str, underlay_ip: &str, pod_cidr: &str, dir: &Path) -> Result<DatapathConfig> {
+    Ok(DatapathConfig {
+        vxlan_device: "weft.1".into(),
+        vni: 1,
+        port: 8472,
+        underlay_ip: underlay_ip.parse()?,
+        underlay_ifindex: ifindex(ns, "eth0")?,
+        mtu: MTU,
+        mac: None,
+        pod_cidrs: vec![pod_cidr.parse()?],
+        cluster_cidrs: vec!["10.0.0.0/8".parse()?],
+        bridge: "weft0".into(),
+        direct_routing: false,
+        masquerade: true,
+        subnet_file: dir.join(format!("{ns}.env")),
+    })
+}
+
+/// Remote node `k` (1-based): pod CIDR 10.(k/256).(k%256).0/24, underlay 172.16.x.y.
+fn synthetic_peer(k: u32, mac_salt: u8) -> Peer {
+    let cidr: IpNet = format!("10.{}.{}.0/24", k / 256, k % 256)
+        .parse()
+        .expect("valid");
+    let public_ip: IpAddr = format!("172.16.{}.{}", k / 250, k % 250 + 1)
+        .parse()
+        .expect("valid");
+    Peer {
+        name: format!("node-{k}"),
+        pod_cidrs: vec![cidr],
+        vtep: Some(Vtep {
+            mac: Mac([0x02, mac_salt, 0, (k >> 16) as u8, (k >> 8) as u8, k as u8]),
+            public_ip,
+        }),
+        vtep_v6: None,
+        node_ip: Some(public_ip),
+    }
+}
+
+/// The `ip -batch`, `bridge -batch` and `ip -batch` (routes) files for `peers`.
+fn batch_files(peers: &[Peer], dir: &Path) -> Result<[std::path::PathBuf; 3]> {
+    let mut neigh = String::new();
+    let mut fdb = String::new();
+    let mut route = String::new();
+    for p in peers {
+        let cidr = p.pod_cidrs[0];
+        let vtep = p.vtep.expect("synthetic peers have a VTEP");
+        let gw = cidr.network();
+        neigh.push_str(&format!(
+            "neigh replace {gw} lladdr {} dev weft.1 nud permanent\n",
+            vtep.mac
+        ));
+        fdb.push_str(&format!(
+            "fdb replace {} dev weft.1 dst {} self permanent\n",
+            vtep.mac, vtep.public_ip
+        ));
+        route.push_str(&format!(
+            "route replace {cidr} via {gw} dev weft.1 onlink proto 87\n"
+        ));
+    }
+    let files = [
+        dir.join("neigh.batch"),
+        dir.join("fdb.batch"),
+        dir.join("route.batch"),
+    ];
+    std::fs::write(&files[0], neigh)?;
+    std::fs::write(&files[1], fdb)?;
+    std::fs::write(&files[2], route)?;
+    Ok(files)
+}
+
+struct Convergence {
+    program_ms: Vec<(u32, f64, f64)>,
+    one_change_ms: f64,
+}
+
+/// Times weft's sync against the `ip -batch` floor, alternating, in one netns.
+fn convergence(prefix: &str, dir: &Path) -> Result<Convergence> {
+    let mut nss = Namespaces(Vec::new());
+    let ns = nss.add(format!("{prefix}-conv"))?;
+    ip(&ns, "link add eth0 type veth peer name eth1")?;
+    ip(&ns, "addr add 172.16.255.254/12 dev eth0")?;
+    ip(&ns, "link set eth0 up")?;
+    ip(&ns, "link set eth1 up")?;
+    let cfg = config(&ns, "172.16.255.254", "10.255.255.0/24", dir)?;
+    let dir = dir.to_owned();
+    let ns_name = ns.clone();
+    let out = in_ns(&ns, move |handle| async move {
+        let dp = Datapath::setup(cfg, handle).await?;
+        let mut program = Vec::new();
+        for n in [100u32, 1000, 5000] {
+            let peers: Vec<Peer> = (1..=n).map(|k| synthetic_peer(k, 0)).collect();
+            let files = batch_files(&peers, &dir)?;
+            let (mut weft, mut floor) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                dp.sync(&[]).await?;
+                let t = Instant::now();
+                let s = dp.sync(&peers).await?;
+                weft.push(ms(t.elapsed()));
+                assert_eq!(s.added, 3 * n as usize);
+                dp.sync(&[]).await?;
+                let t = Instant::now();
+                for (tool, file) in [("ip", &files[0]), ("bridge", &files[1]), ("ip", &files[2])] {
+                    let f = file.to_str().expect("utf-8 path");
+                    let st = Command::new(tool).args(["-batch", f]).status()?;
+                    if !st.success() {
+                        bail!("{tool} -batch {f} failed");
+                    }
+                }
+                floor.push(ms(t.elapsed()));
+                // The floor's entries are exactly weft's: a sync must find nothing to do.
+                let s = dp.sync(&peers).await?;
+                assert_eq!(
+                    (s.added, s.updated, s.removed),
+                    (0, 0, 0),
+                    "floor wrote different entries"
+                );
+            }
+            let (w, f) = (median(&mut weft), median(&mut floor));
+            eprintln!("N={n:5}: weft sync {w:8.1} ms, ip -batch floor {f:8.1} ms (medians of 3, in {ns_name})");
+            program.push((n, w, f));
+        }
+        // One node changes its VTEP MAC at N = 5000.
+        let mut peers: Vec<Peer> = (1..=5000).map(|k| synthetic_peer(k, 0)).collect();
+        dp.sync(&peers).await?;
+        let mut one = Vec::new();
+        for round in 1..=7u8 {
+            peers[2500] = synthetic_peer(2501, round);
+            let t = Instant::now();
+            let s = dp.sync(&peers).await?;
+            one.push(ms(t.elapsed()));
+            assert_eq!((s.added, s.updated, s.removed), (1, 1, 1));
+        }
+        let one_change_ms = median(&mut one);
+        eprintln!("one change at N=5000: {one_change_ms:.2} ms (median of 7)");
+        dp.sync(&[]).await?;
+        Ok(Convergence {
+            program_ms: program,
+            one_change_ms,
+        })
+    })?;
+    drop(nss);
+    Ok(out)
+}
+
+/// Two node namespaces joined by a veth (the underlay), one pod each.
+fn two_nodes(nss: &mut Namespaces, tag: &str) -> Result<(String, String)> {
+    let a = nss.add(format!("{tag}-a"))?;
+    let b = nss.add(format!("{tag}-b"))?;
+    ip(
+        &a,
+        &format!("link add eth0 type veth peer name eth0 netns {b}"),
+    )?;
+    ip(&a, "addr add 192.168.90.1/24 dev eth0")?;
+    ip(&b, "addr add 192.168.90.2/24 dev eth0")?;
+    ip(&a, "link set eth0 up")?;
+    ip(&b, "link set eth0 up")?;
+    Ok((a, b))
+}
+
+fn add_pod(nss: &mut Namespaces, node: &str, n: u8) -> Result<String> {
+    let pod = nss.add(format!("{node}-pod"))?;
+    ip(
+        node,
+        &format!("link add vp type veth peer name eth0 netns {pod}"),
+    )?;
+    ip(node, &format!("link set vp mtu {MTU} master weft0 up"))?;
+    ip(&pod, &format!("link set eth0 mtu {MTU} up"))?;
+    ip(&pod, &format!("addr add 10.244.{n}.10/24 dev eth0"))?;
+    ip(&pod, &format!("route add default via 10.244.{n}.1"))?;
+    Ok(pod)
+}
+
+/// weft's datapath on nodes a and b (setup + sync with each other).
+fn weft_pair(
+    nss: &mut Namespaces,
+    prefix: &str,
+    dir: &Path,
+    masquerade: bool,
+) -> Result<(String, String)> {
+    let (a, b) = two_nodes(nss, &format!("{prefix}-w"))?;
+    let mut macs = Vec::new();
+    for (ns, n) in [(&a, 1u8), (&b, 2u8)] {
+        let mut cfg = config(
+            ns,
+            &format!("192.168.90.{n}"),
+            &format!("10.244.{n}.0/24"),
+            dir,
+        )?;
+        cfg.masquerade = masquerade;
+        let mac = in_ns(ns, |h| async move {
+            Ok(Datapath::setup(cfg, h).await?.vtep_mac())
+        })?;
+        macs.push(mac);
+    }
+    for (ns, n, other) in [(&a, 1u8, 2u8), (&b, 2, 1)] {
+        let mut cfg = config(
+            ns,
+            &format!("192.168.90.{n}"),
+            &format!("10.244.{n}.0/24"),
+            dir,
+        )?;
+        cfg.masquerade = masquerade;
+        let peer = Peer {
+            name: format!("node-{other}"),
+            pod_cidrs: vec![format!("10.244.{other}.0/24").parse()?],
+            vtep: Some(Vtep {
+                mac: macs[usize::from(other - 1)],
+                public_ip: format!("192.168.90.{other}").parse()?,
+            }),
+            vtep_v6: None,
+            node_ip: None,
+        };
+        in_ns(ns, |h| async move {
+            let dp = Datapath::setup(cfg, h).await?;
+            dp.sync(&[peer]).await?;
+            Ok(())
+        })?;
+    }
+    let pa = add_pod(nss, &a, 1)?;
+    let pb = add_pod(nss, &b, 2)?;
+    Ok((pa, pb))
+}
+
+/// The same topology by hand: VXLAN device, bridge, neighbour, FDB, route with `ip`.
+fn handbuilt_pair(nss: &mut Namespaces, prefix: &str) -> Result<(String, String)> {
+    let (a, b) = two_nodes(nss, &format!("{prefix}-h"))?;
+    let mac = |n: u8| format!("02:00:00:00:99:0{n}");
+    for (ns, n, o) in [(&a, 1u8, 2u8), (&b, 2, 1)] {
+        ip(
+            ns,
+            &format!(
+                "link add vx type vxlan id 1 dstport 8472 local 192.168.90.{n} dev eth0 nolearning"
+            ),
+        )?;
+        ip(ns, &format!("link set vx address {} mtu {MTU} up", mac(n)))?;
+        ip(ns, &format!("addr add 10.244.{n}.0/32 dev vx"))?;
+        ip(ns, "link add weft0 type bridge")?;
+        ip(ns, &format!("link set weft0 mtu {MTU} up"))?;
+        ip(ns, &format!("addr add 10.244.{n}.1/24 dev weft0"))?;
+        ip(
+            ns,
+            &format!(
+                "neigh replace 10.244.{o}.0 lladdr {} dev vx nud permanent",
+                mac(o)
+            ),
+        )?;
+        sh(&[
+            "bridge",
+            "-n",
+            ns,
+            "fdb",
+            "replace",
+            &mac(o),
+            "dev",
+            "vx",
+            "dst",
+            &format!("192.168.90.{o}"),
+            "self",
+            "permanent",
+        ])?;
+        ip(
+            ns,
+            &format!("route replace 10.244.{o}.0/24 via 10.244.{o}.0 dev vx onlink"),
+        )?;
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
+    }
+    let pa = add_pod(nss, &a, 1)?;
+    let pb = add_pod(nss, &b, 2)?;
+    Ok((pa, pb))
+}
+
+/// One iperf3 run from `client_ns` to `server_ip` (server in `server_ns`); Gbit/s.
+fn iperf(client_ns: &str, server_ns: &str, server_ip: &str, seconds: u32) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Command::new("ip")
+        .args([
+            "netns", "exec", client_ns, "ping", "-c", "1", "-W", "1", server_ip,
+        ])
+        .output()?
+        .status
+        .success()
+    {
+        if Instant::now() > deadline {
+            bail!("{client_ns} cannot ping {server_ip}");
+        }
+    }
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", server_ip,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    // Poll until the server listens, then run the client once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ss = Command::new("ip")
+            .args(["netns", "exec", server_ns, "ss", "-Hltn", "sport = :5201"])
+            .output()?;
+        if !ss.stdout.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            bail!("iperf3 server in {server_ns} did not listen within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client_ns,
+            "iperf3",
+            "-c",
+            server_ip,
+            "-t",
+            &seconds.to_string(),
+            "-J",
+        ])
+        .output()?;
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .with_context(|| format!("iperf3 {client_ns} -> {server_ip} failed: {}", v["error"]))
+}
+
+struct Throughput {
+    weft: f64,
+    handbuilt: f64,
+    underlay: f64,
+}
+
+fn throughput(
+    prefix: &str,
+    dir: &Path,
+    runs: usize,
+    seconds: u32,
+    masquerade: bool,
+) -> Result<Throughput> {
+    let mut nss = Namespaces(Vec::new());
+    let (wa, wb) = weft_pair(&mut nss, prefix, dir, masquerade)?;
+    let (ha, hb) = handbuilt_pair(&mut nss, prefix)?;
+    let (mut w, mut h, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        w.push(iperf(&wa, &wb, "10.244.2.10", seconds)?);
+        h.push(iperf(&ha, &hb, "10.244.2.10", seconds)?);
+        eprintln!(
+            "run {}: weft {:.2} Gbit/s, hand-built {:.2} Gbit/s",
+            i + 1,
+            w[i],
+            h[i]
+        );
+    }
+    let (ua, ub) = (format!("{prefix}-w-a"), format!("{prefix}-w-b"));
+    for _ in 0..runs.min(3) {
+        u.push(iperf(&ua, &ub, "192.168.90.2", seconds)?);
+    }
+    Ok(Throughput {
+        weft: median(&mut w),
+        handbuilt: median(&mut h),
+        underlay: median(&mut u),
+    })
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("bench agent needs root (network namespaces)");
+    }
+    let mut runs = 5usize;
+    let mut seconds = 3u32;
+    let mut skip_throughput = false;
+    let mut masquerade = true;
+    let mut kubeconfig = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => runs = it.next().context("--runs N")?.parse()?,
+            "--seconds" => seconds = it.next().context("--seconds S")?.parse()?,
+            "--skip-throughput" => skip_throughput = true,
+            "--no-masquerade" => masquerade = false,
+            "--kubeconfig" => kubeconfig = Some(it.next().context("--kubeconfig PATH")?.clone()),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    let prefix = format!("we-{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let conv = convergence(&prefix, dir.path())?;
+    let tp = if skip_throughput {
+        None
+    } else {
+        Some(throughput(&prefix, dir.path(), runs, seconds, masquerade)?)
+    };
+    if kubeconfig.is_some() {
+        eprintln!("rss_mb_5000: measuring against an API server is not implemented here yet");
+    }
+    let fig = |n: u32| {
+        conv.program_ms
+            .iter()
+            .find(|p| p.0 == n)
+            .copied()
+            .unwrap_or((n, f64::NAN, f64::NAN))
+    };
+    let (_, w100, f100) = fig(100);
+    let (_, w1000, f1000) = fig(1000);
+    let (_, w5000, f5000) = fig(5000);
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let json = serde_json::json!({
+        "bench": "agent",
+        "n100_program_ms": r2(w100), "n100_floor_ms": r2(f100),
+        "n1000_program_ms": r2(w1000), "n1000_floor_ms": r2(f1000),
+        "n5000_program_ms": r2(w5000), "n5000_floor_ms": r2(f5000),
+        "n5000_vs_floor": r2(w5000 / f5000),
+        "one_change_ms": r2(conv.one_change_ms),
+        "rss_mb_5000": serde_json::Value::Null,
+        "throughput_gbps": tp.as_ref().map(|t| r2(t.weft)),
+        "handbuilt_gbps": tp.as_ref().map(|t| r2(t.handbuilt)),
+        "throughput_ratio": tp.as_ref().map(|t| r2(t.weft / t.handbuilt)),
+        "underlay_gbps": tp.as_ref().map(|t| r2(t.underlay)),
+        "masquerade": masquerade,
+    });
+    println!("{json}");
+    Ok(())
 }

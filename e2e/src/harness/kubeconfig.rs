@@ -15,5 +15,6 @@ pub fn write_kubeconfig(path: &Path, server: &str, token: &str, user: &str) -> R
         "contexts": [{"name": "weft-e2e", "context": {"cluster": "weft-e2e", "user": user}}],
         "current-context": "weft-e2e",
     });
-    std::fs::write(path, serde_json::to_vec_pretty(&doc)?).with_context(|| format!("write {}", path.display()))
+    std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("write {}", path.display()))
 }

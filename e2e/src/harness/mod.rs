@@ -142,7 +142,10 @@ impl ControlPlane {
         }
         std::fs::write(
             dir.join("tokens.csv"),
-            format!("{},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},system:masters\n", cp.admin_token),
+            format!(
+                "{},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},system:masters\n",
+                cp.admin_token
+            ),
         )?;
 
         let port = free_port(opts.bind)?;
@@ -150,8 +153,12 @@ impl ControlPlane {
             IpAddr::V4(ip) => format!("https://{ip}:{port}"),
             IpAddr::V6(ip) => format!("https://[{ip}]:{port}"),
         };
-        wait_for_tcp(&format!("127.0.0.1:{client_port}"), Duration::from_secs(30), cp.etcd.as_mut())
-            .context("etcd did not start")?;
+        wait_for_tcp(
+            &format!("127.0.0.1:{client_port}"),
+            Duration::from_secs(30),
+            cp.etcd.as_mut(),
+        )
+        .context("etcd did not start")?;
 
         let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -180,7 +187,12 @@ impl ControlPlane {
             &args,
             &dir.join("kube-apiserver.log"),
         )?);
-        write_kubeconfig(&cp.kubeconfig, &cp.server, &cp.admin_token, ADMIN_TOKEN_USER)?;
+        write_kubeconfig(
+            &cp.kubeconfig,
+            &cp.server,
+            &cp.admin_token,
+            ADMIN_TOKEN_USER,
+        )?;
         cp.wait_ready(Duration::from_secs(90)).await?;
         tracing::info!(server = %cp.server, dir = %cp.dir.display(), secs = started.elapsed().as_secs_f64(), "control plane ready");
         Ok(cp)
@@ -196,9 +208,14 @@ impl ControlPlane {
         let client = self.client().await?;
         let mut last;
         loop {
-            for (name, child) in [("kube-apiserver", self.apiserver.as_mut()), ("etcd", self.etcd.as_mut())] {
+            for (name, child) in [
+                ("kube-apiserver", self.apiserver.as_mut()),
+                ("etcd", self.etcd.as_mut()),
+            ] {
                 if let Some(child) = child {
-                    child.check_alive().with_context(|| format!("{name} exited during start"))?;
+                    child
+                        .check_alive()
+                        .with_context(|| format!("{name} exited during start"))?;
                 }
             }
             let req = http::Request::get("/readyz").body(Vec::new())?;
@@ -260,7 +277,12 @@ impl ControlPlane {
             .context("token request has no status")?
             .token;
         let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
-        write_kubeconfig(&path, &self.server, &token, &format!("system:serviceaccount:{namespace}:{name}"))?;
+        write_kubeconfig(
+            &path,
+            &self.server,
+            &token,
+            &format!("system:serviceaccount:{namespace}:{name}"),
+        )?;
         Ok(path)
     }
 
@@ -304,7 +326,9 @@ fn advertise_address(bind: IpAddr) -> IpAddr {
 fn random_token() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..32).map(|_| format!("{:x}", rng.random_range(0..16u8))).collect()
+    (0..32)
+        .map(|_| format!("{:x}", rng.random_range(0..16u8)))
+        .collect()
 }
 
 fn wait_for_tcp(addr: &str, timeout: Duration, mut child: Option<&mut Child>) -> Result<()> {

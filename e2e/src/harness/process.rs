@@ -18,7 +18,8 @@ pub struct Child {
 
 impl Child {
     pub fn spawn(name: &str, bin: &Path, args: &[String], log: &Path) -> Result<Self> {
-        let out = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+        let out =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
@@ -31,7 +32,9 @@ impl Child {
                 Ok(())
             });
         }
-        let inner = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
+        let inner = cmd
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
         Ok(Child {
             name: name.into(),
             log: log.to_owned(),
@@ -45,7 +48,11 @@ impl Child {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{} exited with {status}; last log lines:\n{}", self.name, tail.join("\n"));
+            bail!(
+                "{} exited with {status}; last log lines:\n{}",
+                self.name,
+                tail.join("\n")
+            );
         }
         Ok(())
     }
