@@ -53,7 +53,9 @@ impl std::str::FromStr for Mac {
                 .next()
                 .ok_or_else(|| format!("MAC address {s:?} has fewer than 6 bytes"))?;
             if p.len() != 2 {
-                return Err(format!("MAC address {s:?}: byte {p:?} is not two hex digits"));
+                return Err(format!(
+                    "MAC address {s:?}: byte {p:?} is not two hex digits"
+                ));
             }
             *byte = u8::from_str_radix(p, 16)
                 .map_err(|_| format!("MAC address {s:?}: byte {p:?} is not hex"))?;
@@ -84,7 +86,9 @@ pub fn vtep_from(annotations: &BTreeMap<String, String>, v6: bool) -> Result<Opt
     let (Some(mac), Some(ip)) = (annotations.get(mac_key), annotations.get(ip_key)) else {
         return Ok(None);
     };
-    let mac: Mac = mac.parse().map_err(|e| format!("annotation {mac_key}: {e}"))?;
+    let mac: Mac = mac
+        .parse()
+        .map_err(|e| format!("annotation {mac_key}: {e}"))?;
     let ip_text = if v6 {
         ip
     } else {
@@ -102,7 +106,10 @@ mod tests {
     use super::*;
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -117,7 +124,10 @@ mod tests {
 
     #[test]
     fn vtep_needs_both_keys() {
-        assert_eq!(vtep_from(&ann(&[(VTEP_MAC, "02:00:00:00:00:01")]), false), Ok(None));
+        assert_eq!(
+            vtep_from(&ann(&[(VTEP_MAC, "02:00:00:00:00:01")]), false),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -16,9 +16,18 @@ const EEXIST: i32 = libc::EEXIST;
 
 /// Looks a link up by name; `Ok(None)` when there is none.
 pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
-    match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await
+    {
         Ok(link) => Ok(link),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.code.map(|c| -c.get()) == Some(libc::ENODEV) => {
+        Err(rtnetlink::Error::NetlinkError(e))
+            if e.code.map(|c| -c.get()) == Some(libc::ENODEV) =>
+        {
             Ok(None)
         }
         Err(e) => Err(Error::netlink(format!("get link {name}"), e)),
@@ -56,7 +65,11 @@ pub fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
 /// Addresses currently on an interface.
 pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, Error> {
     let mut out = Vec::new();
-    let mut stream = handle.address().get().set_link_index_filter(index).execute();
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
     while let Some(msg) = stream
         .try_next()
         .await
@@ -75,11 +88,21 @@ pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>,
 }
 
 /// Adds an address unless it is already there.
-pub async fn ensure_address(handle: &Handle, index: u32, ip: IpAddr, prefix: u8) -> Result<(), Error> {
+pub async fn ensure_address(
+    handle: &Handle,
+    index: u32,
+    ip: IpAddr,
+    prefix: u8,
+) -> Result<(), Error> {
     match handle.address().add(index, ip, prefix).execute().await {
         Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.code.map(|c| -c.get()) == Some(EEXIST) => Ok(()),
-        Err(e) => Err(Error::netlink(format!("add address {ip}/{prefix} to ifindex {index}"), e)),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.code.map(|c| -c.get()) == Some(EEXIST) => {
+            Ok(())
+        }
+        Err(e) => Err(Error::netlink(
+            format!("add address {ip}/{prefix} to ifindex {index}"),
+            e,
+        )),
     }
 }
 
@@ -98,13 +121,16 @@ pub async fn ensure_bridge(
             let msg = LinkBridge::new(name).mtu(mtu).build();
             match handle.link().add(msg).execute().await {
                 Ok(()) => {}
-                Err(rtnetlink::Error::NetlinkError(e)) if e.code.map(|c| -c.get()) == Some(EEXIST) => {}
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.code.map(|c| -c.get()) == Some(EEXIST) => {}
                 Err(e) => return Err(Error::netlink(format!("create bridge {name}"), e)),
             }
-            link_by_name(handle, name).await?.ok_or_else(|| Error::Interface {
-                name: name.into(),
-                reason: "bridge vanished right after it was created".into(),
-            })?
+            link_by_name(handle, name)
+                .await?
+                .ok_or_else(|| Error::Interface {
+                    name: name.into(),
+                    reason: "bridge vanished right after it was created".into(),
+                })?
         }
     };
     if link_kind(&link) != Some(&InfoKind::Bridge) {

@@ -98,11 +98,17 @@ impl NetConf {
     }
 
     pub fn cluster_v4(&self) -> Option<IpNet> {
-        self.cluster_cidrs.iter().copied().find(|n| matches!(n, IpNet::V4(_)))
+        self.cluster_cidrs
+            .iter()
+            .copied()
+            .find(|n| matches!(n, IpNet::V4(_)))
     }
 
     pub fn cluster_v6(&self) -> Option<IpNet> {
-        self.cluster_cidrs.iter().copied().find(|n| matches!(n, IpNet::V6(_)))
+        self.cluster_cidrs
+            .iter()
+            .copied()
+            .find(|n| matches!(n, IpNet::V6(_)))
     }
 
     pub fn validate(&self) -> Result<(), Error> {
@@ -110,10 +116,17 @@ impl NetConf {
         if self.cluster_cidrs.is_empty() {
             return bad("clusterCIDRs", "needs at least one prefix".into());
         }
-        let v4 = self.cluster_cidrs.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+        let v4 = self
+            .cluster_cidrs
+            .iter()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
         let v6 = self.cluster_cidrs.len() - v4;
         if v4 > 1 || v6 > 1 {
-            return bad("clusterCIDRs", "at most one IPv4 and one IPv6 prefix".into());
+            return bad(
+                "clusterCIDRs",
+                "at most one IPv4 and one IPv6 prefix".into(),
+            );
         }
         for net in &self.cluster_cidrs {
             if net.trunc() != *net {
@@ -183,7 +196,10 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("interface name {name:?} is not allowed"));
     }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
         return Err(format!("interface name {name:?} contains {c:?}"));
     }
     Ok(())
@@ -221,20 +237,50 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field_of(r#"{"clusterCIDRs":[]}"#), "clusterCIDRs");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.0.0.0/8","10.1.0.0/16"]}"#), "clusterCIDRs");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.244.1.0/16"]}"#), "clusterCIDRs");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"nodeSubnetSizeV4":8}"#), "nodeSubnetSizeV4");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"nodeSubnetSizeV4":31}"#), "nodeSubnetSizeV4");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["fd00::/64"],"nodeSubnetSizeV6":48}"#), "nodeSubnetSizeV6");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"vni":0}"#), "vni");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"mtu":100}"#), "mtu");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"bridge":"a/b"}"#), "bridge");
-        assert_eq!(field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"vxlanDevice":"0123456789abcdef"}"#), "vxlanDevice");
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.0.0.0/8","10.1.0.0/16"]}"#),
+            "clusterCIDRs"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.1.0/16"]}"#),
+            "clusterCIDRs"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"nodeSubnetSizeV4":8}"#),
+            "nodeSubnetSizeV4"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"nodeSubnetSizeV4":31}"#),
+            "nodeSubnetSizeV4"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["fd00::/64"],"nodeSubnetSizeV6":48}"#),
+            "nodeSubnetSizeV6"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"vni":0}"#),
+            "vni"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"mtu":100}"#),
+            "mtu"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"bridge":"a/b"}"#),
+            "bridge"
+        );
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"vxlanDevice":"0123456789abcdef"}"#),
+            "vxlanDevice"
+        );
     }
 
     #[test]
     fn unknown_fields_and_bad_cidrs_are_syntax_errors() {
-        assert!(matches!(NetConf::parse(r#"{"clusterCIDRs":["10.244.0.0/16"],"vnii":2}"#), Err(Error::ConfigSyntax(_))));
+        assert!(matches!(
+            NetConf::parse(r#"{"clusterCIDRs":["10.244.0.0/16"],"vnii":2}"#),
+            Err(Error::ConfigSyntax(_))
+        ));
         let err = NetConf::parse(r#"{"clusterCIDRs":["10.244.0.0/33"]}"#).unwrap_err();
         assert!(err.to_string().contains("invalid"), "{err}");
     }

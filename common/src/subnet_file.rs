@@ -58,7 +58,11 @@ impl NodeSubnet {
 
     pub fn render(&self) -> String {
         fn join<T: ToString>(items: &[T]) -> String {
-            items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+            items
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         }
         format!(
             "# Written by weft-agent for the weft CNI plugin. Do not edit.\n\
@@ -94,9 +98,15 @@ impl NodeSubnet {
                 .ok_or_else(|| err(n, format!("expected KEY=VALUE, got {line:?}")))?;
             let value = value.trim();
             match key.trim() {
-                "WEFT_NODE_CIDRS" => node_cidrs = Some(parse_list::<IpNet>(value).map_err(|e| err(n, e))?),
-                "WEFT_GATEWAYS" => gateways = Some(parse_list::<IpAddr>(value).map_err(|e| err(n, e))?),
-                "WEFT_CLUSTER_CIDRS" => cluster_cidrs = Some(parse_list::<IpNet>(value).map_err(|e| err(n, e))?),
+                "WEFT_NODE_CIDRS" => {
+                    node_cidrs = Some(parse_list::<IpNet>(value).map_err(|e| err(n, e))?)
+                }
+                "WEFT_GATEWAYS" => {
+                    gateways = Some(parse_list::<IpAddr>(value).map_err(|e| err(n, e))?)
+                }
+                "WEFT_CLUSTER_CIDRS" => {
+                    cluster_cidrs = Some(parse_list::<IpNet>(value).map_err(|e| err(n, e))?)
+                }
                 "WEFT_MTU" => {
                     mtu = Some(
                         value
@@ -166,7 +176,9 @@ impl NodeSubnet {
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp: PathBuf = dir.join(format!(
             ".{}.tmp.{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("subnet"),
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("subnet"),
             std::process::id()
         ));
         let result = (|| {
@@ -189,7 +201,10 @@ fn parse_list<T: std::str::FromStr>(value: &str) -> Result<Vec<T>, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<T>().map_err(|_| format!("{s:?} is not valid here")))
+        .map(|s| {
+            s.parse::<T>()
+                .map_err(|_| format!("{s:?} is not valid here"))
+        })
         .collect()
 }
 
@@ -199,8 +214,14 @@ mod tests {
 
     fn sample() -> NodeSubnet {
         NodeSubnet::new(
-            vec!["10.244.1.0/24".parse().unwrap(), "fd00:10:244:1::/64".parse().unwrap()],
-            vec!["10.244.0.0/16".parse().unwrap(), "fd00:10:244::/56".parse().unwrap()],
+            vec![
+                "10.244.1.0/24".parse().unwrap(),
+                "fd00:10:244:1::/64".parse().unwrap(),
+            ],
+            vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "fd00:10:244::/56".parse().unwrap(),
+            ],
             1450,
             "weft0",
         )
@@ -218,13 +239,27 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let p = Path::new("/run/weft/subnet.env");
-        let e = NodeSubnet::parse("WEFT_NODE_CIDRS=10.244.1.0/24\n", p).unwrap_err().to_string();
-        assert!(e.contains("WEFT_CLUSTER_CIDRS is missing") && e.contains("/run/weft/subnet.env"), "{e}");
+        let e = NodeSubnet::parse("WEFT_NODE_CIDRS=10.244.1.0/24\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("WEFT_CLUSTER_CIDRS is missing") && e.contains("/run/weft/subnet.env"),
+            "{e}"
+        );
         let bad = sample().render().replace("WEFT_MTU=1450", "WEFT_MTU=big");
-        assert!(NodeSubnet::parse(&bad, p).unwrap_err().to_string().contains("WEFT_MTU"));
+        assert!(NodeSubnet::parse(&bad, p)
+            .unwrap_err()
+            .to_string()
+            .contains("WEFT_MTU"));
         let bad = sample().render().replace("10.244.1.1,", "10.244.9.1,");
-        assert!(NodeSubnet::parse(&bad, p).unwrap_err().to_string().contains("10.244.9.1"));
-        assert!(NodeSubnet::parse("garbage\n", p).unwrap_err().to_string().contains("line 1"));
+        assert!(NodeSubnet::parse(&bad, p)
+            .unwrap_err()
+            .to_string()
+            .contains("10.244.9.1"));
+        assert!(NodeSubnet::parse("garbage\n", p)
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{
-    ContainerImage, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo, DaemonEndpoint,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -27,9 +27,15 @@ pub fn kubelet_like_node(name: &str, internal_ip: Ipv4Addr) -> Node {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let annotations: BTreeMap<String, String> = [
-        ("kubeadm.alpha.kubernetes.io/cri-socket", "unix:///run/containerd/containerd.sock"),
+        (
+            "kubeadm.alpha.kubernetes.io/cri-socket",
+            "unix:///run/containerd/containerd.sock",
+        ),
         ("node.alpha.kubernetes.io/ttl", "0"),
-        ("volumes.kubernetes.io/controller-managed-attach-detach", "true"),
+        (
+            "volumes.kubernetes.io/controller-managed-attach-detach",
+            "true",
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -60,7 +66,10 @@ pub fn kubelet_like_node(name: &str, internal_ip: Ipv4Addr) -> Node {
             let repo = format!("registry.example.com/team-{}/service-{i:02}", i % 7);
             ContainerImage {
                 names: Some(vec![
-                    format!("{repo}@sha256:{:064x}", (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)),
+                    format!(
+                        "{repo}@sha256:{:064x}",
+                        (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)
+                    ),
                     format!("{repo}:v1.{i}.{}", i * 3 % 11),
                 ]),
                 size_bytes: Some(20_000_000 + i * 1_234_567),

@@ -47,12 +47,17 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
 /// Connects over TCP, prints the peer line the server saw, optionally sends `send_bytes`
 /// bytes and checks that the server counted them all.
 pub fn connect(addr: SocketAddr, send_bytes: u64, timeout: Duration) -> Result<String> {
-    let mut conn = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    let mut conn =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
     conn.set_read_timeout(Some(timeout.max(Duration::from_secs(30))))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let seen = line.trim().strip_prefix("peer=").context("server sent no peer line")?.to_string();
+    let seen = line
+        .trim()
+        .strip_prefix("peer=")
+        .context("server sent no peer line")?
+        .to_string();
     let chunk = vec![0x5au8; 64 * 1024];
     let mut left = send_bytes;
     while left > 0 {
@@ -76,12 +81,23 @@ pub fn connect(addr: SocketAddr, send_bytes: u64, timeout: Duration) -> Result<S
 
 /// Sends one UDP datagram and returns the peer address the server saw.
 pub fn udp(addr: SocketAddr, timeout: Duration) -> Result<String> {
-    let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()?;
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(timeout))?;
     sock.send_to(b"hello", addr)?;
     let mut buf = [0u8; 256];
-    let (n, _) = sock.recv_from(&mut buf).with_context(|| format!("no UDP answer from {addr}"))?;
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .with_context(|| format!("no UDP answer from {addr}"))?;
     let text = String::from_utf8_lossy(&buf[..n]);
-    Ok(text.trim().strip_prefix("peer=").context("bad UDP answer")?.to_string())
+    Ok(text
+        .trim()
+        .strip_prefix("peer=")
+        .context("bad UDP answer")?
+        .to_string())
 }

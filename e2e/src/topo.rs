@@ -104,9 +104,26 @@ impl Topology {
         ip(&["netns", "add", &u])?;
         ip(&["-n", &u, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &u, "link", "set", "br0", "up"])?;
-        ip(&["link", "add", &t.host_link, "type", "veth", "peer", "name", "host", "netns", &u])?;
+        ip(&[
+            "link",
+            "add",
+            &t.host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "host",
+            "netns",
+            &u,
+        ])?;
         ip(&["-n", &u, "link", "set", "host", "master", "br0", "up"])?;
-        ip(&["addr", "add", &format!("{}/24", t.host_ip), "dev", &t.host_link])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", t.host_ip),
+            "dev",
+            &t.host_link,
+        ])?;
         ip(&["link", "set", &t.host_link, "up"])?;
         for i in 1..=n {
             let netns = format!("{}n{i}", t.prefix);
@@ -117,12 +134,31 @@ impl Topology {
                 ip: node_ip,
             });
             let port = format!("n{i}");
-            ip(&["-n", &u, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+            ip(&[
+                "-n", &u, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &netns,
+            ])?;
             ip(&["-n", &u, "link", "set", &port, "master", "br0", "up"])?;
-            ip(&["-n", &netns, "addr", "add", &format!("{node_ip}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{node_ip}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &netns, "route", "add", "default", "via", &t.host_ip.to_string()])?;
+            ip(&[
+                "-n",
+                &netns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &t.host_ip.to_string(),
+            ])?;
         }
         Ok(t)
     }
@@ -145,7 +181,10 @@ impl Topology {
 /// its drop ran (its pid is gone): otherwise its addresses would clash with ours.
 fn remove_stale(tag: &str) {
     let owner_alive = |name: &str| -> bool {
-        let digits: String = name[tag.len()..].chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = name[tag.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         match digits.parse::<u32>() {
             Ok(pid) => Path::new(&format!("/proc/{pid}")).exists(),
             Err(_) => true, // not ours: leave it alone

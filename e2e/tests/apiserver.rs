@@ -11,14 +11,20 @@ async fn control_plane_serves_admin_and_service_accounts_then_stops() {
     let cp = ControlPlane::start().await.expect("control plane starts");
     let nodes: Api<Node> = Api::all(cp.client().await.unwrap());
     nodes
-        .create(&PostParams::default(), &kubelet_like_node("harness-node", node_ip(1)))
+        .create(
+            &PostParams::default(),
+            &kubelet_like_node("harness-node", node_ip(1)),
+        )
         .await
         .expect("admin creates a kubelet-like Node");
     let got = nodes.get("harness-node").await.unwrap();
     assert_eq!(got.status.unwrap().images.unwrap().len(), 85);
 
     // A service account without any RoleBinding is authenticated but may not list Nodes.
-    let kc = cp.service_account_kubeconfig("weft-system", "nobody").await.unwrap();
+    let kc = cp
+        .service_account_kubeconfig("weft-system", "nobody")
+        .await
+        .unwrap();
     let sa_nodes: Api<Node> = Api::all(client_from(&kc).await.unwrap());
     match sa_nodes.list(&Default::default()).await {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
@@ -34,5 +40,8 @@ async fn control_plane_serves_admin_and_service_accounts_then_stops() {
         .args(["-f", &dir.display().to_string()])
         .output()
         .unwrap();
-    assert!(leftover.stdout.is_empty(), "no process of this control plane survives");
+    assert!(
+        leftover.stdout.is_empty(),
+        "no process of this control plane survives"
+    );
 }

@@ -32,7 +32,10 @@ async fn setup(cluster_cidr: &str, size: u8) -> Setup {
         )
         .unwrap();
     }
-    let kubeconfig = cp.service_account_kubeconfig("weft-system", "weft-controller").await.unwrap();
+    let kubeconfig = cp
+        .service_account_kubeconfig("weft-system", "weft-controller")
+        .await
+        .unwrap();
     let netconf = cp.dir.join("net-conf.json");
     std::fs::write(
         &netconf,
@@ -70,7 +73,10 @@ impl Setup {
         stream::iter(range)
             .for_each_concurrent(16, |i| async move {
                 self.nodes
-                    .create(&PostParams::default(), &kubelet_like_node(&format!("n-{i:04}"), node_ip(i)))
+                    .create(
+                        &PostParams::default(),
+                        &kubelet_like_node(&format!("n-{i:04}"), node_ip(i)),
+                    )
                     .await
                     .unwrap();
             })
@@ -86,14 +92,22 @@ impl Setup {
                 let spec = n.spec.unwrap_or_default();
                 let cidrs = spec.pod_cidrs.unwrap_or_default();
                 if let Some(first) = cidrs.first() {
-                    assert_eq!(spec.pod_cidr.as_deref(), Some(first.as_str()), "podCIDR == podCIDRs[0]");
+                    assert_eq!(
+                        spec.pod_cidr.as_deref(),
+                        Some(first.as_str()),
+                        "podCIDR == podCIDRs[0]"
+                    );
                 }
                 (n.metadata.name.unwrap(), cidrs)
             })
             .collect()
     }
 
-    async fn wait_allocated(&self, want: usize, timeout: Duration) -> BTreeMap<String, Vec<String>> {
+    async fn wait_allocated(
+        &self,
+        want: usize,
+        timeout: Duration,
+    ) -> BTreeMap<String, Vec<String>> {
         let deadline = Instant::now() + timeout;
         loop {
             let c = self.cidrs().await;
@@ -161,7 +175,11 @@ async fn exhaustion_gives_an_event_then_recovers_when_a_node_goes() {
     let _c = s.start_controller("a");
     let got = s.wait_allocated(4, Duration::from_secs(30)).await;
     assert_disjoint_within(&got, "10.201.0.0/24");
-    let starving = got.iter().find(|(_, v)| v.is_empty()).map(|(n, _)| n.clone()).expect("one node waits");
+    let starving = got
+        .iter()
+        .find(|(_, v)| v.is_empty())
+        .map(|(n, _)| n.clone())
+        .expect("one node waits");
 
     let events: Api<Event> = Api::all(s.cp.client().await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -175,12 +193,22 @@ async fn exhaustion_gives_an_event_then_recovers_when_a_node_goes() {
         if found {
             break;
         }
-        assert!(Instant::now() < deadline, "no CIDRNotAvailable Warning event for {starving}");
+        assert!(
+            Instant::now() < deadline,
+            "no CIDRNotAvailable Warning event for {starving}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let victim = got.iter().find(|(_, v)| !v.is_empty()).map(|(n, _)| n.clone()).unwrap();
-    s.nodes.delete(&victim, &DeleteParams::default()).await.unwrap();
+    let victim = got
+        .iter()
+        .find(|(_, v)| !v.is_empty())
+        .map(|(n, _)| n.clone())
+        .unwrap();
+    s.nodes
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let c = s.cidrs().await;
@@ -188,7 +216,10 @@ async fn exhaustion_gives_an_event_then_recovers_when_a_node_goes() {
             assert_disjoint_within(&c, "10.201.0.0/24");
             break;
         }
-        assert!(Instant::now() < deadline, "{starving} never got the freed subnet");
+        assert!(
+            Instant::now() < deadline,
+            "{starving} never got the freed subnet"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -19,7 +19,9 @@ async fn three_node_overlay_against_real_api_server() {
     if !weft_common::require_root("three_node_overlay_against_real_api_server") {
         return;
     }
-    let mut o = Overlay::start(3, 2).await.expect("overlay starts and every node gets ready");
+    let mut o = Overlay::start(3, 2)
+        .await
+        .expect("overlay starts and every node gets ready");
 
     // Every node got its own pod subnet, and every pod an address in it.
     let cidrs: Vec<String> = (0..3).map(|i| o.node_pod_cidr(i).unwrap()).collect();
@@ -29,7 +31,13 @@ async fn three_node_overlay_against_real_api_server() {
     assert_eq!(unique.len(), 3, "distinct node subnets: {cidrs:?}");
     for p in &o.pods {
         let net: ipnet::Ipv4Net = cidrs[p.node].parse().unwrap();
-        assert!(net.contains(&p.ip), "pod {} on node {} has {}", p.netns, p.node, p.ip);
+        assert!(
+            net.contains(&p.ip),
+            "pod {} on node {} has {}",
+            p.netns,
+            p.node,
+            p.ip
+        );
     }
 
     // Every pod reaches every pod on every other node, and is seen with its own pod IP.
@@ -39,9 +47,15 @@ async fn three_node_overlay_against_real_api_server() {
             if o.pods[from].node == o.pods[to].node {
                 continue;
             }
-            let seen = o.connect(from, to).unwrap_or_else(|e| panic!("pod {from} -> pod {to}: {e:#}"));
+            let seen = o
+                .connect(from, to)
+                .unwrap_or_else(|e| panic!("pod {from} -> pod {to}: {e:#}"));
             let seen_ip: IpAddr = seen.rsplit_once(':').unwrap().0.parse().unwrap();
-            assert_eq!(seen_ip, IpAddr::V4(o.pods[from].ip), "no NAT between pods {from} -> {to}");
+            assert_eq!(
+                seen_ip,
+                IpAddr::V4(o.pods[from].ip),
+                "no NAT between pods {from} -> {to}"
+            );
         }
     }
 
@@ -51,7 +65,9 @@ async fn three_node_overlay_against_real_api_server() {
         let netns = o.pods[0].netns.clone();
         std::thread::spawn(move || {
             std::process::Command::new("ip")
-                .args(["netns", "exec", &netns, "ping", "-c", "300", "-i", "0.01", "-W", "1"])
+                .args([
+                    "netns", "exec", &netns, "ping", "-c", "300", "-i", "0.01", "-W", "1",
+                ])
                 .arg(target.to_string())
                 .output()
                 .unwrap()
@@ -61,16 +77,24 @@ async fn three_node_overlay_against_real_api_server() {
     o.wait_node_ready(1, Duration::from_secs(30)).await.unwrap();
     let out = pinger.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(" 0% packet loss"), "ping during agent restart lost packets:\n{text}");
+    assert!(
+        text.contains(" 0% packet loss"),
+        "ping during agent restart lost packets:\n{text}"
+    );
 
     // Deleting a Node object removes its entries on the other nodes.
     let gone = o.node_pod_cidr(2).unwrap();
-    assert!(o.weft_routes(0).unwrap().contains(&gone), "route to node-3 present before");
+    assert!(
+        o.weft_routes(0).unwrap().contains(&gone),
+        "route to node-3 present before"
+    );
     o.delete_node_object(2).await.unwrap();
     for i in 0..2 {
-        wait_until(&format!("node {i} to drop node-3's route"), Duration::from_secs(15), || {
-            !o.weft_routes(i).unwrap().contains(&gone)
-        })
+        wait_until(
+            &format!("node {i} to drop node-3's route"),
+            Duration::from_secs(15),
+            || !o.weft_routes(i).unwrap().contains(&gone),
+        )
         .await;
     }
 }
