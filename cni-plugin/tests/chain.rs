@@ -191,7 +191,10 @@ fn cnitool_runs_a_conflist_with_weft_and_portmap() {
         ruleset().contains(&format!("{b4}.77")),
         "portmap rule missing"
     );
-    assert!(ns.exec(&["ping", "-c1", "-W1", &net.gw4]).status.success());
+    assert!(ns
+        .exec(&["ping", "-c3", "-i0.2", "-W1", &net.gw4])
+        .status
+        .success());
     let (ok, out, err) = tool("check");
     assert!(ok, "cnitool check: {out} {err}");
     let (ok, out, err) = tool("del");

@@ -163,7 +163,7 @@ fn adds_killed_at_random_points_leave_nothing_after_del_or_gc() {
     assert_eq!(net.ports().len(), 1, "{:?}", net.ports());
     // The kept pod still works.
     assert!(keep
-        .exec(&["ping", "-c1", "-W1", &net.gw4])
+        .exec(&["ping", "-c3", "-i0.2", "-W1", &net.gw4])
         .status
         .success());
     for ns in &namespaces {

@@ -7,7 +7,9 @@ use serde_json::json;
 use weft_common::require_root;
 
 fn ping(ns: &Ns, addr: &str) -> bool {
-    ns.exec(&["ping", "-c1", "-W1", addr]).status.success()
+    ns.exec(&["ping", "-c3", "-i0.2", "-W1", addr])
+        .status
+        .success()
 }
 
 #[test]
@@ -297,7 +299,9 @@ fn add_errors_roll_back_and_requested_ips_are_honoured() {
         "rollback released the new IPs only"
     );
     assert!(
-        ns.exec(&["ping", "-c1", "-W1", &net.gw4]).status.success(),
+        ns.exec(&["ping", "-c3", "-i0.2", "-W1", &net.gw4])
+            .status
+            .success(),
         "first pod untouched"
     );
     // runtimeConfig.ips, on a second interface; an address in use is refused.
@@ -398,10 +402,16 @@ fn add_creates_or_repairs_the_bridge() {
         "{br}"
     );
     assert!(br.contains("state UP") || br.contains(",UP"), "{br}");
-    assert!(ns.exec(&["ping", "-c1", "-W1", &net.gw4]).status.success());
+    assert!(ns
+        .exec(&["ping", "-c3", "-i0.2", "-W1", &net.gw4])
+        .status
+        .success());
     // Deleted by hand: the next ADD makes it again.
     common::ip(&["link", "del", &net.bridge]);
     let ns2 = Ns::new();
     net.add("1.1.0", "br2", &ns2, "eth0");
-    assert!(ns2.exec(&["ping", "-c1", "-W1", &net.gw4]).status.success());
+    assert!(ns2
+        .exec(&["ping", "-c3", "-i0.2", "-W1", &net.gw4])
+        .status
+        .success());
 }
