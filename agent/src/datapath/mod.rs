@@ -117,9 +117,20 @@ fn check(cfg: &DatapathConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes "1" to a sysctl file unless it already holds it. The file belongs to the
-/// calling thread's network namespace.
-fn sysctl_on(path: &str) -> Result<(), Error> {
+/// Where the net sysctls are: `WEFT_PROC_SYS_NET`, else /proc/sys/net. Container
+/// runtimes mount /proc/sys read-only, so the DaemonSet mounts the host's /proc/sys/net
+/// elsewhere and names it here (net sysctls resolve to the opener's netns either way).
+fn proc_sys_net() -> std::path::PathBuf {
+    std::env::var_os("WEFT_PROC_SYS_NET")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/proc/sys/net".into())
+}
+
+/// Writes "1" to a net sysctl (`rel` below /proc/sys/net) unless it already holds it.
+/// The file belongs to the calling thread's network namespace.
+fn sysctl_on(rel: &str) -> Result<(), Error> {
+    let path = proc_sys_net().join(rel);
+    let path = path.as_path();
     let err = |source| Error::Sysctl {
         path: path.into(),
         source,
@@ -166,11 +177,11 @@ impl Datapath {
             cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
         weft_common::bridge::ensure_bridge(&handle, &cfg.bridge, cfg.mtu, &gateways).await?;
 
-        sysctl_on("/proc/sys/net/ipv4/ip_forward")?;
+        sysctl_on("ipv4/ip_forward")?;
         if cfg.pod_cidrs.iter().any(|c| matches!(c, IpNet::V6(_))) {
             // Only with an IPv6 pod network: forwarding on makes the host ignore router
             // advertisements on its own interfaces.
-            sysctl_on("/proc/sys/net/ipv6/conf/all/forwarding")?;
+            sysctl_on("ipv6/conf/all/forwarding")?;
         }
 
         if cfg.masquerade {
