@@ -1,6 +1,7 @@
 //! weft-e2e as a library: the control-plane harness and realistic fixtures, shared by the
 //! `weft-e2e` binary (benchmarks, local cluster) and the tests under `e2e/tests`.
 
+pub mod cluster;
 pub mod fixtures;
 pub mod harness;
 pub mod overlay;

@@ -48,6 +48,9 @@ enum Command {
         /// The weft image (built by scripts/build-image.sh when docker lacks it).
         #[arg(long, default_value = "weft.dev/weft:0.1.0")]
         image: String,
+        /// Rebuild the weft image (scripts/build-image.sh) even if docker has it.
+        #[arg(long)]
+        build_image: bool,
         /// Kustomization directory of weft.
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests"))]
         manifests: std::path::PathBuf,
@@ -98,12 +101,14 @@ fn main() -> anyhow::Result<()> {
         Command::Up {
             nodes,
             image,
+            build_image,
             manifests,
             no_weft,
             timeout_secs,
         } => weft_e2e::cluster::up::run_up(&weft_e2e::cluster::up::Options {
             nodes,
             image,
+            build_image,
             manifests: (!no_weft).then_some(manifests),
             timeout: std::time::Duration::from_secs(timeout_secs),
         }),

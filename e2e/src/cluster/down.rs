@@ -1,0 +1,230 @@
+//! `weft-e2e down`: stops everything `up` started and removes what it made, from the
+//! state directory and the namespace names alone; safe to run twice or after a failed
+//! `up`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{controlplane, node, process, Layout, NodeSpec, BRIDGE, NS_DIR, PREFIX};
+use crate::topo::ip;
+
+pub fn run_down() -> Result<()> {
+    let started = Instant::now();
+    let layout = Layout::new(super::state_dir());
+    let nodes = discover_nodes(&layout);
+    for n in &nodes {
+        process::stop(
+            &layout,
+            &format!("kube-proxy-{}", n.name),
+            Duration::from_secs(5),
+        );
+        process::stop(
+            &layout,
+            &format!("kubelet-{}", n.name),
+            Duration::from_secs(5),
+        );
+    }
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "kubelets and kube-proxies stopped"
+    );
+    for n in &nodes {
+        kill_node_processes(n);
+        tracing::info!(node = %n.name, secs = started.elapsed().as_secs_f64(), "node processes killed");
+        process::stop(
+            &layout,
+            &format!("containerd-{}", n.name),
+            Duration::from_secs(1),
+        );
+        let ns = n.mntns_path();
+        if ns.exists() {
+            let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&ns);
+        }
+        if n.netns_path().exists() {
+            let _ = ip(&["netns", "del", &n.name]);
+        }
+        // Gone with its netns unless something still pins that netns; then the pair
+        // goes now.
+        let _ = ip(&["link", "del", &n.veth()]);
+        remove_cgroups(n);
+        tracing::info!(node = %n.name, secs = started.elapsed().as_secs_f64(), "node removed");
+    }
+    // Their state is deleted next: no need to wait for a graceful shutdown.
+    std::thread::scope(|s| {
+        for d in controlplane::DAEMONS {
+            let layout = &layout;
+            s.spawn(move || process::stop(layout, d, Duration::from_secs(2)));
+        }
+    });
+    let _ = Command::new("iptables")
+        .args(node::forward_rule("-D"))
+        .output();
+    let _ = ip(&["link", "del", BRIDGE]);
+    // The kernel dismantles a deleted netns asynchronously; wait until the veths are
+    // gone so that an `up` right after this one does not trip over them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes
+        .iter()
+        .any(|n| Path::new("/sys/class/net").join(n.veth()).exists())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = nix::mount::umount2(NS_DIR, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(Path::new(NS_DIR).parent().unwrap_or(Path::new(NS_DIR)));
+    restore_sysctls(&layout);
+    remove_created_dirs(&layout);
+    if layout.dir.exists() {
+        std::fs::remove_dir_all(&layout.dir)?;
+    }
+    println!(
+        "cluster down in {:.1} s ({} nodes)",
+        started.elapsed().as_secs_f64(),
+        nodes.len()
+    );
+    Ok(())
+}
+
+/// Nodes known from the state directory, the mount namespaces and the netns names.
+fn discover_nodes(layout: &Layout) -> Vec<NodeSpec> {
+    let mut names: Vec<String> = Vec::new();
+    let dirs = [
+        layout.dir.join("nodes"),
+        PathBuf::from(NS_DIR),
+        PathBuf::from("/run/netns"),
+    ];
+    for d in dirs {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            names.extend(
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
+        }
+    }
+    let mut idx: Vec<u8> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(&format!("{PREFIX}-"))?.parse().ok())
+        .collect();
+    idx.sort();
+    idx.dedup();
+    idx.into_iter().map(NodeSpec::new).collect()
+}
+
+/// SIGKILL to every process of the node: those in its mount or network namespace
+/// (containerd, shims, hostNetwork containers) and those in its cgroups (containers),
+/// until none is left.
+fn kill_node_processes(n: &NodeSpec) {
+    let ino = |p: PathBuf| std::fs::metadata(p).ok().map(|m| m.ino());
+    let (mnt, net) = (ino(n.mntns_path()), ino(n.netns_path()));
+    let cg = n.cgroup_root();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut found = 0;
+        for pid in pids() {
+            let ns_ino = |kind: &str| {
+                std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                    .ok()
+                    .and_then(|l| {
+                        l.to_str()?
+                            .split('[')
+                            .nth(1)?
+                            .trim_end_matches(']')
+                            .parse::<u64>()
+                            .ok()
+                    })
+            };
+            let in_ns =
+                (mnt.is_some() && ns_ino("mnt") == mnt) || (net.is_some() && ns_ino("net") == net);
+            let in_cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    let path = l.splitn(3, ':').nth(2).unwrap_or("");
+                    path == cg || path.starts_with(&format!("{cg}/"))
+                })
+            });
+            // A zombie is past killing; its reaper (pid 1 here) collects it.
+            if (in_ns || in_cg) && !process::is_zombie(pid) {
+                found += 1;
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        if found == 0 || Instant::now() > deadline {
+            if found > 0 {
+                tracing::warn!(node = %n.name, found, "processes survive SIGKILL");
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pids() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .filter(|&p| p != me)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the node's cgroup trees, deepest first, in every hierarchy.
+fn remove_cgroups(n: &NodeSpec) {
+    fn rm_tree(dir: &Path) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm_tree(&e.path());
+                }
+            }
+        }
+        // Emptied cgroups may take a moment to release their last task.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The kubelet and runc also make the node's tree in the v2 hierarchy of this hybrid
+    // layout.
+    let unified = PathBuf::from("/sys/fs/cgroup/unified");
+    for h in node::cgroup_hierarchies().into_iter().chain([unified]) {
+        let dir = h.join(&n.name);
+        if dir.exists() {
+            rm_tree(&dir);
+        }
+    }
+}
+
+fn restore_sysctls(layout: &Layout) {
+    let Ok(text) = std::fs::read_to_string(layout.sysctl_file()) else {
+        return;
+    };
+    let settings: Vec<String> = text
+        .lines()
+        .map(|l| l.replace(' ', ""))
+        .filter(|l| l.contains('='))
+        .collect();
+    if !settings.is_empty() {
+        let _ = Command::new("sysctl").arg("-qw").args(&settings).output();
+    }
+}
+
+/// Mount points `up` created on the host, removed deepest first if empty.
+fn remove_created_dirs(layout: &Layout) {
+    let Ok(text) = std::fs::read_to_string(layout.created_dirs_file()) else {
+        return;
+    };
+    let mut dirs: Vec<&str> = text.lines().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}

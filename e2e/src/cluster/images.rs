@@ -1,0 +1,86 @@
+//! Images for the nodes, none pulled: pause and probe from scripts/build-node-images.sh,
+//! the weft image from docker (built by scripts/build-image.sh when missing), each
+//! saved as a tarball and imported into every node's containerd (namespace `k8s.io`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use super::runtime::Containerd;
+use super::{node, Layout, NodeSpec};
+use crate::topo::{run, workspace_bin};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// pause.tar and probe.tar under `images/`.
+pub fn build_node_images(layout: &Layout) -> Result<Vec<PathBuf>> {
+    let out = layout.images();
+    std::fs::create_dir_all(&out)?;
+    let probe_bin = match std::env::current_exe() {
+        Ok(p) if p.file_name().is_some_and(|n| n == "weft-e2e") => p,
+        _ => workspace_bin("weft-e2e")?,
+    };
+    run(
+        Command::new(workspace_root().join("scripts/build-node-images.sh"))
+            .arg(&out)
+            .arg(&probe_bin),
+    )
+    .context("build the pause and probe images")?;
+    Ok(vec![out.join("pause.tar"), out.join("probe.tar")])
+}
+
+/// The weft image as a tarball: `docker save` of `image`, built first with
+/// scripts/build-image.sh when docker does not have it or `rebuild` asks for it (an
+/// image docker already has may be older than the sources).
+pub fn weft_image_tar(layout: &Layout, image: &str, rebuild: bool) -> Result<PathBuf> {
+    let docker = if Path::new("/usr/bin/docker").exists() {
+        "/usr/bin/docker"
+    } else {
+        "docker"
+    };
+    run(&mut Command::new(
+        workspace_root().join("scripts/start-docker.sh"),
+    ))
+    .context("start dockerd")?;
+    let have = Command::new(docker)
+        .args(["image", "inspect", image])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?
+        .success();
+    if rebuild || !have {
+        tracing::info!(image, "building the weft image (scripts/build-image.sh)");
+        run(Command::new(workspace_root().join("scripts/build-image.sh")).env("WEFT_IMAGE", image))
+            .context("build the weft image")?;
+    }
+    let tar = layout.images().join("weft.tar");
+    std::fs::create_dir_all(layout.images())?;
+    run(Command::new(docker)
+        .args(["save", "-o"])
+        .arg(&tar)
+        .arg(image))
+    .context("docker save the weft image")?;
+    Ok(tar)
+}
+
+/// Imports the tarballs into one node's containerd.
+pub fn import(
+    layout: &Layout,
+    node: &NodeSpec,
+    runtime: &Containerd,
+    tars: &[PathBuf],
+) -> Result<()> {
+    let sock = node::containerd_socket(layout, node);
+    for tar in tars {
+        run(Command::new(&runtime.ctr)
+            .arg("-a")
+            .arg(&sock)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(tar))
+        .with_context(|| format!("import {} into {}", tar.display(), node.name))?;
+    }
+    Ok(())
+}

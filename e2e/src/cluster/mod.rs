@@ -1,0 +1,144 @@
+//! `weft-e2e up` / `weft-e2e down`: a local Kubernetes cluster on this machine whose
+//! nodes are namespaces, not containers.
+//!
+//! The control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) runs
+//! on the host. Each node is a network namespace on an underlay bridge plus a persistent
+//! mount namespace in which the node's own directories are bind-mounted over the paths
+//! Kubernetes and weft use (`/etc/cni/net.d`, `/opt/cni/bin`, `/run/weft`,
+//! `/var/lib/kubelet`, `/run/containerd`, ...). The node's containerd, kubelet and
+//! kube-proxy run inside both namespaces, so hostPath volumes, CNI configuration and pod
+//! network namespaces are per node although all nodes share one kernel and one root
+//! filesystem. Every daemon is detached, with a pid file and a log under the state
+//! directory; `down` needs nothing but that directory and the namespace names.
+
+pub mod controlplane;
+pub mod down;
+pub mod images;
+pub mod node;
+pub mod pki;
+pub mod process;
+pub mod runtime;
+pub mod up;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Names of everything the cluster creates on the host (netns, links, cgroups, nodes).
+pub const PREFIX: &str = "weft-e2e";
+/// The underlay: the host's address on [`BRIDGE`]; node `i` (1-based) is .10+i.
+pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
+pub const UNDERLAY_PREFIX_LEN: u8 = 24;
+pub const BRIDGE: &str = "weft-e2e0";
+pub const API_PORT: u16 = 6443;
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The kubernetes Service's ClusterIP (first address of [`SERVICE_CIDR`]).
+pub const API_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// Pod network as weft's default net-conf.json has it; kube-proxy uses it to tell
+/// pod traffic from the rest.
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+pub const PAUSE_IMAGE: &str = "weft.dev/pause:3.10";
+pub const PROBE_IMAGE: &str = "weft.dev/probe:0.1.0";
+
+/// Where the cluster keeps its state: `WEFT_E2E_DIR`, default /var/lib/weft-e2e.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("WEFT_E2E_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/weft-e2e"))
+}
+
+/// Persistent mount namespaces (bind-mounted ns files) live here, on a private mount.
+pub const NS_DIR: &str = "/run/weft-e2e/ns";
+
+/// Paths of one cluster's state directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Layout { dir: dir.into() }
+    }
+    pub fn pki(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    pub fn pids(&self) -> PathBuf {
+        self.dir.join("pids")
+    }
+    pub fn images(&self) -> PathBuf {
+        self.dir.join("images")
+    }
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+    pub fn kubeconfig(&self, component: &str) -> PathBuf {
+        self.dir
+            .join("kubeconfigs")
+            .join(format!("{component}.kubeconfig"))
+    }
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node)
+    }
+    /// Host directories this cluster created as mount points (removed by `down`).
+    pub fn created_dirs_file(&self) -> PathBuf {
+        self.dir.join("created-dirs")
+    }
+    pub fn sysctl_file(&self) -> PathBuf {
+        self.dir.join("sysctl.orig")
+    }
+}
+
+/// One node: its name (also its netns and cgroup name) and underlay address.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub index: u8,
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+impl NodeSpec {
+    pub fn new(index: u8) -> Self {
+        NodeSpec {
+            index,
+            name: format!("{PREFIX}-{index}"),
+            ip: Ipv4Addr::new(172, 30, 0, 10 + index),
+        }
+    }
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+    pub fn mntns_path(&self) -> PathBuf {
+        Path::new(NS_DIR).join(&self.name)
+    }
+    /// The kubelet's cgroupRoot (cgroupfs driver).
+    pub fn cgroup_root(&self) -> String {
+        format!("/{}", self.name)
+    }
+    /// The host end of the node's underlay veth (<= 15 bytes).
+    pub fn veth(&self) -> String {
+        format!("{PREFIX}-v{}", self.index)
+    }
+}
+
+pub fn api_server_url() -> String {
+    format!("https://{HOST_IP}:{API_PORT}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_fit_kernel_limits() {
+        for i in 1..=20 {
+            let n = NodeSpec::new(i);
+            assert!(n.veth().len() <= 15, "{}", n.veth());
+            assert!(n.name.len() <= 15);
+        }
+        assert!(BRIDGE.len() <= 15);
+        assert_eq!(NodeSpec::new(2).ip, Ipv4Addr::new(172, 30, 0, 12));
+    }
+}

@@ -1,0 +1,261 @@
+//! `weft-e2e up`: control plane, nodes registered NotReady, then weft applied and the
+//! nodes Ready. A failure leaves everything in place for inspection; `down` cleans up.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+
+use super::runtime::Containerd;
+use super::{controlplane, images, node, pki, process, Layout, NodeSpec};
+use crate::harness::{bin, client_from};
+use crate::topo::run;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub nodes: u8,
+    /// The weft image (docker reference); built by scripts/build-image.sh if missing.
+    pub image: String,
+    /// Rebuild the weft image from the current sources even if docker has it.
+    pub build_image: bool,
+    /// Kustomization to apply; `None` stops once the nodes are registered (NotReady).
+    pub manifests: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Host sysctls the kubelet rewrites at start (it does so on any host); `down` puts
+/// back what was there before.
+const KUBELET_SYSCTLS: [&str; 6] = [
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+];
+
+pub fn run_up(opts: &Options) -> Result<()> {
+    let state = super::state_dir();
+    let existed = state.exists();
+    let r = up(opts);
+    if r.is_err() && !existed && state.exists() {
+        return r.with_context(|| {
+            format!(
+                "weft-e2e up failed; logs are in {}; `weft-e2e down` removes what was made",
+                state.join("logs").display()
+            )
+        });
+    }
+    r
+}
+
+fn up(opts: &Options) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("weft-e2e up needs root (network and mount namespaces, cgroups)");
+    }
+    let started = Instant::now();
+    let layout = Layout::new(super::state_dir());
+    if layout.dir.exists() {
+        bail!(
+            "{} exists: a cluster is up or was not cleaned; run `weft-e2e down` first",
+            layout.dir.display()
+        );
+    }
+    for b in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "kubectl",
+    ] {
+        bin(b)?;
+    }
+    let runtime = Containerd::find()?;
+    std::fs::create_dir_all(&layout.dir)?;
+    let nodes: Vec<NodeSpec> = (1..=opts.nodes).map(NodeSpec::new).collect();
+    save_sysctls(&layout)?;
+
+    // Images build on other threads while the control plane and nodes come up.
+    let img_layout = layout.clone();
+    let node_images = std::thread::spawn(move || images::build_node_images(&img_layout));
+    let weft_image = opts.manifests.as_ref().map(|_| {
+        let (l, image, build_image) = (layout.clone(), opts.image.clone(), opts.build_image);
+        std::thread::spawn(move || images::weft_image_tar(&l, &image, build_image))
+    });
+
+    pki::make(&layout)?;
+    let ids = pki::identities(&nodes);
+    std::fs::write(layout.dir.join("tokens.csv"), pki::token_file(&ids))?;
+    let ca = layout.pki().join("ca.crt");
+    for id in &ids {
+        let path = if id.component == "admin" {
+            layout.admin_kubeconfig()
+        } else {
+            layout.kubeconfig(&id.component)
+        };
+        pki::write_kubeconfig(&path, &super::api_server_url(), &ca, &id.user, &id.token)?;
+    }
+
+    node::create_underlay()?;
+    node::prepare_ns_dir()?;
+    let mut created = Vec::new();
+    for n in &nodes {
+        node::create_netns(n)?;
+        let r = node::create_mntns(&layout, n, &mut created);
+        // Recorded even on failure, so `down` removes what was made.
+        let text: String = created
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect();
+        std::fs::write(layout.created_dirs_file(), text)?;
+        r?;
+        node::create_cgroups(n)?;
+        node::write_config(&layout, n, &runtime)?;
+        node::start_containerd(&layout, n, &runtime)?;
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(controlplane::start_api(&layout))?;
+    controlplane::start_controllers(&layout)?;
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "control plane ready"
+    );
+
+    for n in &nodes {
+        node::wait_containerd(&layout, n, &runtime, Duration::from_secs(30))?;
+    }
+    let mut tars = node_images.join().expect("image thread panicked")?;
+    if let Some(h) = weft_image {
+        tars.push(h.join().expect("image thread panicked")?);
+    }
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|n| s.spawn(|| images::import(&layout, n, &runtime, &tars)))
+            .collect();
+        for h in handles {
+            h.join().expect("import thread panicked")?;
+        }
+        Ok(())
+    })?;
+    tracing::info!(secs = started.elapsed().as_secs_f64(), "images imported");
+
+    for n in &nodes {
+        node::start_kubelet(&layout, n)?;
+        node::start_kube_proxy(&layout, n)?;
+    }
+    rt.block_on(wait_nodes(&layout, &nodes, false, opts.timeout))?;
+    tracing::info!(
+        secs = started.elapsed().as_secs_f64(),
+        "nodes registered (NotReady until weft runs)"
+    );
+
+    if let Some(manifests) = &opts.manifests {
+        apply(&layout, manifests, &opts.image)?;
+        rt.block_on(wait_nodes(&layout, &nodes, true, opts.timeout))?;
+        tracing::info!(secs = started.elapsed().as_secs_f64(), "nodes Ready");
+    }
+    println!(
+        "cluster up in {:.1} s ({} nodes)\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\nlogs: {}\nremove with: weft-e2e down",
+        started.elapsed().as_secs_f64(),
+        nodes.len(),
+        layout.admin_kubeconfig().display(),
+        layout.logs().display()
+    );
+    Ok(())
+}
+
+fn save_sysctls(layout: &Layout) -> Result<()> {
+    let out = run(Command::new("sysctl").args(KUBELET_SYSCTLS))?;
+    std::fs::write(layout.sysctl_file(), out.stdout)?;
+    Ok(())
+}
+
+/// `kubectl apply -k` of an overlay that sets the weft image.
+fn apply(layout: &Layout, manifests: &std::path::Path, image: &str) -> Result<()> {
+    let base = manifests
+        .canonicalize()
+        .with_context(|| format!("manifests at {}", manifests.display()))?;
+    let (name, tag) = image
+        .rsplit_once(':')
+        .context("image needs a tag (name:tag)")?;
+    let overlay = layout.dir.join("overlay");
+    std::fs::create_dir_all(&overlay)?;
+    // kustomize takes only relative paths to a base.
+    let up = "../".repeat(overlay.components().count() - 1);
+    let base_rel = format!("{up}{}", base.display().to_string().trim_start_matches('/'));
+    let kustomization = serde_json::json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [base_rel],
+        "images": [{"name": "weft.dev/weft", "newName": name, "newTag": tag}],
+    });
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        serde_json::to_vec_pretty(&kustomization)?,
+    )?;
+    run(Command::new(bin("kubectl")?)
+        .arg(format!(
+            "--kubeconfig={}",
+            layout.admin_kubeconfig().display()
+        ))
+        .arg("apply")
+        .arg("-k")
+        .arg(&overlay))
+    .context("kubectl apply -k (weft)")?;
+    Ok(())
+}
+
+fn is_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until every node is registered (and Ready when `ready`), checking that the
+/// node daemons still run.
+async fn wait_nodes(
+    layout: &Layout,
+    nodes: &[NodeSpec],
+    ready: bool,
+    timeout: Duration,
+) -> Result<()> {
+    let client = client_from(&layout.admin_kubeconfig()).await?;
+    let api: Api<Node> = Api::all(client);
+    let deadline = Instant::now() + timeout;
+    loop {
+        for n in nodes {
+            for d in ["containerd", "kubelet", "kube-proxy"] {
+                process::check_alive(layout, &format!("{d}-{}", n.name))?;
+            }
+        }
+        let list = api.list(&ListParams::default()).await?;
+        let missing: Vec<&str> = nodes
+            .iter()
+            .filter(|n| {
+                !list
+                    .items
+                    .iter()
+                    .any(|o| o.metadata.name.as_deref() == Some(&n.name) && (!ready || is_ready(o)))
+            })
+            .map(|n| n.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let what = if ready { "Ready" } else { "registered" };
+            bail!("nodes not {what} after {timeout:?}: {}", missing.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
