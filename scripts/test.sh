@@ -18,6 +18,7 @@ scripts/install-deps.sh
 
 step "build Kubernetes components and CNI reference tools"
 scripts/build-k8s.sh
+scripts/build-containerd.sh
 
 step "start docker engine"
 scripts/start-docker.sh
