@@ -9,10 +9,11 @@ RUN cargo build --release --locked -p weft-cni -p weft-agent -p weft-controller 
  && mkdir /out \
  && cp target/release/weft target/release/weft-agent target/release/weft-controller /out/
 
-# The agent programs the firewall with `nft`, so the runtime image carries nftables.
+# The agent programs the firewall with `nft` and `iptables` (FORWARD accepts), so the
+# runtime image carries nftables and iptables.
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables \
+ && apt-get install -y --no-install-recommends nftables iptables \
  && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man
 COPY --from=build /out/weft /weft
 COPY --from=build /out/weft-agent /out/weft-controller /usr/local/bin/

@@ -2,14 +2,19 @@
 # Builds the weft image on this machine without pulling anything from a registry.
 #
 #   1. cargo build --release of the three binaries (skip with WEFT_SKIP_CARGO=1);
-#   2. a Debian bookworm base (debootstrap --variant=minbase, plus nftables for the
-#      agent's `nft`) imported with `docker import`; cached in $WEFT_CACHE/image and
-#      rebuilt only when its recipe changes;
+#   2. a Debian bookworm base (debootstrap --variant=minbase, plus nftables and
+#      iptables for the agent's `nft` and `iptables`) imported with `docker import`;
+#      cached in $WEFT_CACHE/image and rebuilt only when its recipe changes;
 #   3. `docker build -f Dockerfile.local` on top of it with the host-built binaries.
 #
 # Environment: WEFT_IMAGE (default weft.dev/weft:<workspace version>), WEFT_CACHE
 # (default /var/cache/weft), WEFT_DEBIAN_MIRROR (default: the first Debian mirror in
 # /etc/apt/sources.list(.d)). Prints the image reference on stdout.
+#
+# The image carries the label dev.weft.stamp: a hash of its binaries, Dockerfile.local and
+# base recipe. `build-image.sh --stamp` prints that hash for the binaries now in
+# target/release (and fails when they are missing) without building anything:
+# `weft-e2e up` rebuilds the image when the two differ.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,11 +28,13 @@ cache=${WEFT_CACHE:-/var/cache/weft}/image
 docker=/usr/bin/docker
 [[ -x $docker ]] || docker=docker
 
-"$root/scripts/start-docker.sh"
+stamp_only=0
+[[ ${1:-} == --stamp ]] && stamp_only=1
+[[ $stamp_only == 1 ]] || "$root/scripts/start-docker.sh"
 
 # --- 1. binaries ---------------------------------------------------------------------
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-if [[ ${WEFT_SKIP_CARGO:-0} != 1 ]]; then
+if [[ ${WEFT_SKIP_CARGO:-0} != 1 && $stamp_only != 1 ]]; then
     log "cargo build --release"
     cargo build --release --locked -p weft-cni -p weft-agent -p weft-controller --bins >&2
 fi
@@ -37,7 +44,7 @@ done
 
 # --- 2. base image ---------------------------------------------------------------------
 suite=bookworm
-packages=nftables
+packages=nftables,iptables
 mirror=${WEFT_DEBIAN_MIRROR:-}
 if [[ -z $mirror ]]; then
     mirror=$( { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
@@ -51,6 +58,12 @@ fi
 # The recipe's hash names the base: change the recipe, get a new base.
 recipe="suite=$suite variant=minbase packages=$packages prune=v1"
 key=$(printf '%s' "$recipe" | sha256sum | cut -c1-12)
+image_stamp=$( { (cd "$target_dir/release" && sha256sum weft weft-agent weft-controller)
+                 cat "$root/Dockerfile.local"; echo "$recipe"; } | sha256sum | cut -c1-16)
+if [[ $stamp_only == 1 ]]; then
+    echo "$image_stamp"
+    exit 0
+fi
 base=weft.dev/base:$suite-$key
 tarball=$cache/base-$key.tar
 stamp=$cache/base-$key.stamp
@@ -83,5 +96,5 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$target_dir"/release/{weft,weft-agent,weft-controller} "$ctx/"
 cp "$root/Dockerfile.local" "$ctx/Dockerfile"
 log "docker build $image"
-$docker build -q --build-arg "BASE=$base" -t "$image" "$ctx" >&2
+$docker build -q --build-arg "BASE=$base" --label "dev.weft.stamp=$image_stamp" -t "$image" "$ctx" >&2
 echo "$image"

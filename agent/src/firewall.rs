@@ -5,7 +5,8 @@
 //! * chain `forward` (filter, hook forward, priority filter): accept traffic from and to
 //!   the cluster CIDRs. nftables runs every base chain on a hook, so this accept cannot
 //!   undo a `drop` in another table (e.g. Docker's iptables FORWARD policy); it makes weft
-//!   independent of a drop policy in its own table only.
+//!   independent of a drop policy in its own table only. [`crate::iptables`] puts the same
+//!   accepts into the iptables FORWARD chain for that.
 //! * chain `postrouting` (nat, hook postrouting, priority srcnat): packets carrying
 //!   kube-proxy's masquerade mark `0x4000` are left to kube-proxy (return); pod-to-pod
 //!   traffic (source and destination in a cluster CIDR) is never NATed, so source pod IPs

@@ -6,6 +6,8 @@ pub mod datapath;
 pub mod firewall;
 pub mod http;
 pub mod install_cni;
+pub mod iptables;
+pub mod kernel_watch;
 pub mod metrics;
 pub mod nodes;
 pub mod peers;

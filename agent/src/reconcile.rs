@@ -6,6 +6,8 @@
 //! * after a relevant change (one that alters a node's projection), delayed by the
 //!   debounce window so a burst of changes costs one sync;
 //! * every resync interval, to repair drift (entries deleted by hand, a lost event);
+//! * after a kick (see [`Reconciler::run_with_kicks`]: the kernel reported a hand-made
+//!   change to weft's entries), delayed by the same debounce window;
 //! * after a failed sync, with exponential backoff ([`retry_delay`]).
 
 use std::future::Future;
@@ -31,6 +33,15 @@ pub trait PeerSync: Send + Sync {
 impl PeerSync for crate::datapath::Datapath {
     async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncCounts> {
         let s = crate::datapath::Datapath::sync(self, peers).await?;
+        // Docker (or anyone) may add or re-create a DROP policy in the iptables FORWARD
+        // chain at any time: weft's accepts there are checked on every sync too. A failure
+        // is logged and does not fail the peer sync.
+        match crate::iptables::ensure(&self.config().cluster_cidrs) {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep weft's accepts in the iptables FORWARD chain")
+            }
+        }
         Ok(SyncCounts {
             peers: s.peers,
             added: s.added,
@@ -64,7 +75,20 @@ impl<S: PeerSync> Reconciler<S> {
     where
         E: Stream<Item = Result<watcher::Event<SlimNode>, watcher::Error>> + Send,
     {
+        self.run_with_kicks(events, futures::stream::pending())
+            .await
+    }
+
+    /// [`Reconciler::run`], plus a sync (debounced like a Node change) after each item of
+    /// `kicks`; once `kicks` ends, only the other triggers remain.
+    pub async fn run_with_kicks<E, K>(self, events: E, kicks: K) -> anyhow::Result<()>
+    where
+        E: Stream<Item = Result<watcher::Event<SlimNode>, watcher::Error>> + Send,
+        K: Stream<Item = ()> + Send,
+    {
         let mut events = std::pin::pin!(events);
+        let mut kicks = std::pin::pin!(kicks);
+        let mut kicks_open = true;
         let mut store = NodeStore::default();
         // When the next sync is due: end of the debounce window or of a retry backoff.
         let mut due: Option<Instant> = None;
@@ -92,6 +116,14 @@ impl<S: PeerSync> Reconciler<S> {
                             }
                             changed
                         });
+                    }
+                },
+                kick = kicks.next(), if kicks_open => match kick {
+                    None => kicks_open = false,
+                    Some(()) => {
+                        if store.is_listed() && due.is_none() {
+                            due = Some(Instant::now() + self.debounce);
+                        }
                     }
                 },
                 _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
@@ -205,6 +237,10 @@ mod tests {
     }
 
     fn start(fail: usize) -> Harness {
+        start_with_kicks(fail, futures::stream::pending())
+    }
+
+    fn start_with_kicks(fail: usize, kicks: impl Stream<Item = ()> + Send + 'static) -> Harness {
         let (tx, rx) = mpsc::unbounded();
         let (calls_tx, calls) = tmpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
@@ -222,7 +258,7 @@ mod tests {
             own_node: own_tx,
             ready: ready_tx,
         };
-        tokio::spawn(r.run(rx));
+        tokio::spawn(r.run_with_kicks(rx, kicks));
         Harness {
             tx,
             calls,
@@ -312,6 +348,22 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kicks_sync_debounced_and_a_closed_kick_stream_is_harmless() {
+        let (kick, kicks) = mpsc::unbounded::<()>();
+        let mut h = start_with_kicks(0, kicks);
+        assert_eq!(list(&mut h, vec![node("a", 2, "1")]).await, ["a"]);
+        let t0 = Instant::now();
+        kick.unbounded_send(()).unwrap();
+        kick.unbounded_send(()).unwrap();
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        assert!(t0.elapsed() >= Duration::from_millis(100), "debounced");
+        assert_eq!(synced_within(&mut h, Duration::from_secs(10)).await, None);
+        drop(kick);
+        send(&h, watcher::Event::Delete(node("a", 2, "2")));
+        assert_eq!(h.calls.recv().await.unwrap(), Vec::<String>::new());
     }
 
     #[tokio::test(start_paused = true)]

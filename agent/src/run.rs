@@ -25,6 +25,7 @@ use weft_common::netconf::NetConf;
 use crate::config::{LogFormat, Opts};
 use crate::datapath::{self, Datapath, DatapathConfig};
 use crate::http::{self, HttpState};
+use crate::kernel_watch;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::nodes::{NodeLite, SlimNode};
 use crate::publish;
@@ -144,7 +145,11 @@ async fn agent(
     let own = wait_for_pod_cidrs(&slim_nodes, node_name, &metrics).await?;
     tracing::info!(node = node_name, pod_cidrs = ?own.pod_cidrs, "Node has its pod CIDRs");
 
-    let (conn, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
+    let (mut conn, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
+    // Bound now so its port id is known: the kernel watch ignores our own changes.
+    let own_port = rtnetlink::sys::AsyncSocket::socket_mut(conn.socket_mut())
+        .bind_auto()
+        .map(|a| a.port_number());
     let _netlink = AbortOnDrop(tokio::spawn(conn));
     let ifaces = underlay::list_interfaces(&handle)
         .await
@@ -205,6 +210,23 @@ async fn agent(
         metrics.clone(),
     )));
 
+    let (kick_tx, kick_rx) = tokio::sync::mpsc::unbounded_channel();
+    let filter = kernel_watch::Filter {
+        device: conf.vxlan_device.clone(),
+        ifindex: datapath.ifindex(),
+        own_port: own_port.ok(),
+    };
+    let _kernel_watch = match kernel_watch::subscribe(filter, kick_tx) {
+        Ok(watch) => Some(AbortOnDrop(tokio::spawn(watch))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to kernel notifications; hand-made changes are repaired at the periodic resync only");
+            None
+        }
+    };
+    let kicks = futures::stream::unfold(kick_rx, |mut rx| async move {
+        rx.recv().await.map(|_reason| ((), rx))
+    });
+
     let events = watcher(slim_nodes, node_watch_config()).default_backoff();
     Reconciler {
         datapath,
@@ -215,7 +237,7 @@ async fn agent(
         own_node: own_tx,
         ready: ready_tx,
     }
-    .run(events)
+    .run_with_kicks(events, kicks)
     .await
 }
 
@@ -338,8 +360,8 @@ async fn set_condition_when_ready(
     }
 }
 
-/// `weft-agent cleanup`: removes the VXLAN device, the bridge, weft's routes and firewall
-/// table and the subnet file. Without a readable config, the default names are used.
+/// `weft-agent cleanup`: removes the VXLAN device, the bridge, weft's routes, firewall
+/// table and iptables FORWARD accepts, and the subnet file. Without a readable config, the default names are used.
 pub async fn cleanup(opts: &Opts) -> anyhow::Result<()> {
     let conf = NetConf::load(&opts.config).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "no usable network config; cleaning up the default device and bridge names");
@@ -350,7 +372,8 @@ pub async fn cleanup(opts: &Opts) -> anyhow::Result<()> {
     datapath::cleanup(&handle, &conf.vxlan_device, &conf.bridge, &opts.subnet_file)
         .await
         .context("cleaning up the datapath")?;
-    tracing::info!(device = %conf.vxlan_device, bridge = %conf.bridge, subnet_file = %opts.subnet_file.display(), "cleaned up");
+    let accepts = crate::iptables::remove().context("removing weft's iptables FORWARD accepts")?;
+    tracing::info!(device = %conf.vxlan_device, bridge = %conf.bridge, subnet_file = %opts.subnet_file.display(), iptables_accepts = accepts, "cleaned up");
     Ok(())
 }
 

@@ -1,161 +1,28 @@
-//! The kernel half of a sync: dump neighbours, FDB entries and routes once, and apply a
-//! [`Plan`] with many netlink requests in flight at a time on one socket.
+//! The writing half of a sync: apply a [`Plan`] with many netlink requests in flight at a
+//! time on one socket (the dump is [`super::dump`]'s).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-use ipnet::IpNet;
+use futures::stream::{self, StreamExt};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use rtnetlink::{Handle, RouteMessageBuilder};
-use weft_common::annotations::Mac;
+use rtnetlink::Handle;
 
 use super::error::errno;
-use super::plan::{
-    Actual, ActualFdb, ActualNeigh, ActualRoute, Fdb, Neigh, Plan, Route, MAIN_TABLE,
-    ROUTE_PROTOCOL,
-};
+use super::plan::{Fdb, Neigh, Plan, Route, MAIN_TABLE, ROUTE_PROTOCOL};
 use super::Error;
 
 /// Requests in flight at once. The answers (acks of ~36 bytes) stay far below the
 /// socket's receive buffer.
 const IN_FLIGHT: usize = 256;
-
-/// Dumps IPv4 neighbours, FDB entries and IPv4 routes (one dump each).
-pub async fn dump(handle: &Handle) -> Result<Actual, Error> {
-    let neighs = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute()
-        .try_filter_map(|m| async move { Ok(parse_neigh(&m)) })
-        .try_collect();
-    let fdb = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute()
-        .try_filter_map(|m| async move { Ok(parse_fdb(&m)) })
-        .try_collect();
-    let routes = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_filter_map(|m| async move { Ok(parse_route(&m)) })
-        .try_collect();
-    let (neighs, fdb, routes) = futures::join!(neighs, fdb, routes);
-    Ok(Actual {
-        neighs: neighs.map_err(|e| Error::netlink("dump neighbours", e))?,
-        fdb: fdb.map_err(|e| Error::netlink("dump FDB", e))?,
-        routes: routes.map_err(|e| Error::netlink("dump routes", e))?,
-    })
-}
-
-fn mac_of(bytes: &[u8]) -> Option<Mac> {
-    <[u8; 6]>::try_from(bytes).ok().map(Mac)
-}
-
-fn neigh_ip(a: &NeighbourAddress) -> Option<IpAddr> {
-    match a {
-        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        // FDB entries (AF_BRIDGE) carry their remote as raw bytes.
-        NeighbourAddress::Other(raw) => match raw.len() {
-            4 => <[u8; 4]>::try_from(raw.as_slice())
-                .ok()
-                .map(|b| IpAddr::V4(b.into())),
-            16 => <[u8; 16]>::try_from(raw.as_slice())
-                .ok()
-                .map(|b| IpAddr::V6(b.into())),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn parse_neigh(m: &NeighbourMessage) -> Option<ActualNeigh> {
-    let mut ip = None;
-    let mut mac = None;
-    for a in &m.attributes {
-        match a {
-            NeighbourAttribute::Destination(d) => ip = neigh_ip(d),
-            NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
-            _ => {}
-        }
-    }
-    Some(ActualNeigh {
-        ifindex: m.header.ifindex,
-        ip: ip?,
-        mac,
-        permanent: m.header.state == NeighbourState::Permanent,
-    })
-}
-
-fn parse_fdb(m: &NeighbourMessage) -> Option<ActualFdb> {
-    let mut mac = None;
-    let mut dst = None;
-    for a in &m.attributes {
-        match a {
-            NeighbourAttribute::Destination(d) => dst = neigh_ip(d),
-            NeighbourAttribute::LinkLayerAddress(l) => mac = mac_of(l),
-            _ => {}
-        }
-    }
-    Some(ActualFdb {
-        ifindex: m.header.ifindex,
-        mac: mac?,
-        dst,
-    })
-}
-
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-fn parse_route(m: &RouteMessage) -> Option<ActualRoute> {
-    let h = &m.header;
-    let mut table = u32::from(h.table);
-    let mut dst = None;
-    let mut gateway = None;
-    let mut oif = None;
-    let mut priority = 0;
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(d) => dst = route_ip(d),
-            RouteAttribute::Gateway(g) => gateway = route_ip(g),
-            RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::Priority(p) => priority = *p,
-            _ => {}
-        }
-    }
-    let dst = dst.unwrap_or(match h.address_family {
-        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    });
-    Some(ActualRoute {
-        table,
-        protocol: u8::from(h.protocol),
-        dst: IpNet::new(dst, h.destination_prefix_length).ok()?,
-        gateway,
-        oif,
-        onlink: h.flags.contains(RouteFlags::Onlink),
-        priority,
-    })
-}
 
 fn family(ip: &IpAddr) -> AddressFamily {
     match ip {

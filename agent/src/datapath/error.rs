@@ -11,6 +11,12 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error("netlink: {what}: {source}")]
+    Dump {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("device {device}: {reason}")]
     Device { device: String, reason: String },
     #[error("peer {peer}: {entry}: {source}")]

@@ -5,12 +5,17 @@
 //!   the same entries written by `ip -batch` / `bridge -batch` (the floor).
 //! * Throughput: iperf3, one TCP stream, pod to pod across two netns "nodes" through
 //!   weft's datapath vs the same topology built by hand with `ip`, alternating A B A B;
-//!   plus the plain underlay veth. Medians.
-//! * RSS with 5000 nodes needs a real API server: null unless `--kubeconfig` (not yet).
+//!   plus the plain underlay veth. Medians, and the median of the per-pair ratios.
+//! * RSS with 5000 nodes: a real control plane (the harness, bound to the host's address
+//!   on a one-node underlay) holding 5000 kubelet-like Nodes with pod CIDRs and weft
+//!   annotations; the real `weft-agent` binary runs in the node netns until its Node is
+//!   ready and `weft.1` holds 5000 routes; then its VmRSS.
 //!
 //! Options: `--runs N` (throughput runs per variant, default 5), `--seconds S` (iperf3
 //! duration, default 3), `--skip-throughput`, `--no-masquerade` (weft's pair without the
-//! nftables table: the hand-built pair has none, and a nat chain turns conntrack on).
+//! nftables table: the hand-built pair has none, and a nat chain turns conntrack on),
+//! `--skip-convergence`, `--skip-rss`, `--kubeconfig PATH` (an admin kubeconfig of an API server reachable from
+//! the node netns at 192.168.83.0/24, instead of starting one).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -18,11 +23,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
 use weft_agent::datapath::{Datapath, DatapathConfig};
 use weft_agent::peers::Peer;
 use weft_common::annotations::{Mac, Vtep};
 use weft_common::netns::Netns;
+use weft_e2e::fixtures::{kubelet_like_node, node_ip};
+use weft_e2e::harness::{self, ControlPlane, Options};
+use weft_e2e::topo::{self, Topology};
 
 const MTU: u32 = 1450;
 
@@ -460,6 +471,9 @@ fn iperf(client_ns: &str, server_ns: &str, server_ip: &str, seconds: u32) -> Res
 struct Throughput {
     weft: f64,
     handbuilt: f64,
+    /// Median of the per-pair ratios weft/hand-built: each pair ran back to back, so
+    /// the other load on the machine cancels out better than in the ratio of medians.
+    paired_ratio: f64,
     underlay: f64,
 }
 
@@ -488,11 +502,190 @@ fn throughput(
     for _ in 0..runs.min(3) {
         u.push(iperf(&ua, &ub, "192.168.90.2", seconds)?);
     }
+    let mut pairs: Vec<f64> = w.iter().zip(&h).map(|(w, h)| w / h).collect();
     Ok(Throughput {
+        paired_ratio: median(&mut pairs),
         weft: median(&mut w),
         handbuilt: median(&mut h),
         underlay: median(&mut u),
     })
+}
+
+/// Remote nodes in the RSS measurement.
+const RSS_NODES: u32 = 5000;
+/// Their pod CIDRs: /24s of this /10 (the fixtures' node IPs are in 10.0.0.0/8).
+const RSS_CLUSTER_CIDR: &str = "100.64.0.0/10";
+
+/// Node `k`'s pod CIDR: the k-th /24 of [`RSS_CLUSTER_CIDR`] (k = 0: the agent's node).
+fn rss_pod_cidr(k: u32) -> String {
+    let a = std::net::Ipv4Addr::from(0x6440_0000u32 + (k << 8));
+    format!("{a}/24")
+}
+
+/// A kubelet-like Node with a pod CIDR; with `vtep`, weft's annotations as another agent
+/// would have published them.
+fn rss_node(name: &str, internal_ip: std::net::Ipv4Addr, k: u32, vtep: bool) -> Node {
+    let mut node = kubelet_like_node(name, internal_ip);
+    let spec = node.spec.get_or_insert_with(Default::default);
+    spec.pod_cidr = Some(rss_pod_cidr(k));
+    spec.pod_cidrs = Some(vec![rss_pod_cidr(k)]);
+    if vtep {
+        let mac = Mac([0x02, 0x57, 0, (k >> 16) as u8, (k >> 8) as u8, k as u8]);
+        let ann = node
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        use weft_common::annotations as a;
+        ann.insert(a::VTEP_MAC.into(), mac.to_string());
+        ann.insert(a::PUBLIC_IP.into(), internal_ip.to_string());
+        ann.insert(a::VNI.into(), "1".into());
+    }
+    node
+}
+
+/// Kills the agent (SIGKILL: the datapath dies with its netns) on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn vm_status(pid: u32, key: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))?;
+    Ok(kb / 1024.0)
+}
+
+/// The agent's resident memory (MB) once it programmed 5000 remote nodes.
+async fn rss_5000(kubeconfig: Option<String>) -> Result<f64> {
+    let topo = Topology::new("we", 83, 1)?;
+    let node_ns = topo.nodes[0].netns.clone();
+    let (_cp, kubeconfig) = match kubeconfig {
+        Some(k) => (None, std::path::PathBuf::from(k)),
+        None => {
+            let cp = ControlPlane::start_with(Options {
+                bind: IpAddr::V4(topo.host_ip),
+                ..Default::default()
+            })
+            .await?;
+            let k = cp.kubeconfig.clone();
+            (Some(cp), k)
+        }
+    };
+    let nodes: Api<Node> = Api::all(harness::client_from(&kubeconfig).await?);
+    let started = Instant::now();
+    let agent_node = "bench-agent";
+    nodes
+        .create(
+            &PostParams::default(),
+            &rss_node(agent_node, topo.nodes[0].ip, 0, false),
+        )
+        .await
+        .context("create the agent's Node")?;
+    futures::stream::iter(1..=RSS_NODES)
+        .map(|k| {
+            let nodes = nodes.clone();
+            async move {
+                let name = format!("bench-node-{k:05}");
+                nodes
+                    .create(
+                        &PostParams::default(),
+                        &rss_node(&name, node_ip(k), k, true),
+                    )
+                    .await
+                    .with_context(|| format!("create {name}"))
+            }
+        })
+        .buffer_unordered(32)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    eprintln!(
+        "rss: {} Nodes created in {:.1} s",
+        RSS_NODES + 1,
+        started.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let netconf = dir.path().join("net-conf.json");
+    std::fs::write(
+        &netconf,
+        serde_json::json!({"clusterCIDRs": [RSS_CLUSTER_CIDR], "nodeSubnetSizeV4": 24}).to_string(),
+    )?;
+    let log_path = dir.path().join("agent.log");
+    let log = std::fs::File::create(&log_path)?;
+    let started = Instant::now();
+    let child = topo::in_netns(&node_ns, topo::workspace_bin("weft-agent")?)
+        .arg(format!("--node-name={agent_node}"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--config={}", netconf.display()))
+        .arg(format!(
+            "--subnet-file={}",
+            dir.path().join("subnet.env").display()
+        ))
+        .arg("--metrics-addr=127.0.0.1:9943")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("spawn weft-agent")?;
+    // `ip netns exec` execs the agent: the child's pid is the agent's.
+    let mut agent = KillOnDrop(child);
+    let pid = agent.0.id();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(st) = agent.0.try_wait()? {
+            bail!(
+                "weft-agent exited with {st}: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        let ready = nodes
+            .get_status(agent_node)
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "NetworkUnavailable" && c.status == "False");
+        let routes = if ready {
+            ip(&node_ns, "route show dev weft.1")
+                .map(|o| o.lines().count())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if ready && routes == RSS_NODES as usize {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "agent not ready with {RSS_NODES} routes (ready {ready}, {routes} routes): {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rss = vm_status(pid, "VmRSS:")?;
+    eprintln!(
+        "rss: agent ready with {RSS_NODES} peers in {:.1} s: VmRSS {rss:.1} MB, VmHWM {:.1} MB, threads {}",
+        started.elapsed().as_secs_f64(),
+        vm_status(pid, "VmHWM:")?,
+        std::fs::read_to_string(format!("/proc/{pid}/status"))?
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap_or("?")
+            .trim()
+    );
+    drop(agent);
+    Ok(rss)
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -504,6 +697,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut skip_throughput = false;
     let mut masquerade = true;
     let mut kubeconfig = None;
+    let mut skip_rss = false;
+    let mut skip_convergence = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -511,21 +706,36 @@ pub fn run(args: &[String]) -> Result<()> {
             "--seconds" => seconds = it.next().context("--seconds S")?.parse()?,
             "--skip-throughput" => skip_throughput = true,
             "--no-masquerade" => masquerade = false,
+            "--skip-rss" => skip_rss = true,
+            "--skip-convergence" => skip_convergence = true,
             "--kubeconfig" => kubeconfig = Some(it.next().context("--kubeconfig PATH")?.clone()),
             other => bail!("unknown option {other}"),
         }
     }
     let prefix = format!("we-{}", std::process::id());
     let dir = tempfile::tempdir()?;
-    let conv = convergence(&prefix, dir.path())?;
+    let conv = if skip_convergence {
+        Convergence {
+            program_ms: Vec::new(),
+            one_change_ms: f64::NAN,
+        }
+    } else {
+        convergence(&prefix, dir.path())?
+    };
     let tp = if skip_throughput {
         None
     } else {
         Some(throughput(&prefix, dir.path(), runs, seconds, masquerade)?)
     };
-    if kubeconfig.is_some() {
-        eprintln!("rss_mb_5000: measuring against an API server is not implemented here yet");
-    }
+    let rss = if skip_rss {
+        None
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        Some(rt.block_on(rss_5000(kubeconfig))?)
+    };
     let fig = |n: u32| {
         conv.program_ms
             .iter()
@@ -544,10 +754,11 @@ pub fn run(args: &[String]) -> Result<()> {
         "n5000_program_ms": r2(w5000), "n5000_floor_ms": r2(f5000),
         "n5000_vs_floor": r2(w5000 / f5000),
         "one_change_ms": r2(conv.one_change_ms),
-        "rss_mb_5000": serde_json::Value::Null,
+        "rss_mb_5000": rss.map(r2),
         "throughput_gbps": tp.as_ref().map(|t| r2(t.weft)),
         "handbuilt_gbps": tp.as_ref().map(|t| r2(t.handbuilt)),
         "throughput_ratio": tp.as_ref().map(|t| r2(t.weft / t.handbuilt)),
+        "throughput_ratio_paired": tp.as_ref().map(|t| r2(t.paired_ratio)),
         "underlay_gbps": tp.as_ref().map(|t| r2(t.underlay)),
         "masquerade": masquerade,
     });
