@@ -5,9 +5,12 @@
 #   pause: e2e/images/pause.c compiled with `gcc -static`, alone in its image.
 #   probe: the weft-e2e binary plus the shared libraries `ldd` names, entrypoint
 #          `/weft-e2e probe serve 0.0.0.0:7000`.
+#   coredns (when COREDNS_BIN is given): the static binary from scripts/build-coredns.sh,
+#          entrypoint `/coredns`.
 #
-# Usage: build-node-images.sh OUT_DIR WEFT_E2E_BIN
-# Writes OUT_DIR/pause.tar and OUT_DIR/probe.tar; prints nothing else on stdout.
+# Usage: build-node-images.sh OUT_DIR WEFT_E2E_BIN [COREDNS_BIN]
+# Writes OUT_DIR/pause.tar, OUT_DIR/probe.tar (and OUT_DIR/coredns.tar); prints nothing
+# else on stdout.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,6 +18,8 @@ out=${1:?usage: build-node-images.sh OUT_DIR WEFT_E2E_BIN}
 probe_bin=${2:?usage: build-node-images.sh OUT_DIR WEFT_E2E_BIN}
 pause_ref=${WEFT_PAUSE_IMAGE:-weft.dev/pause:3.10}
 probe_ref=${WEFT_PROBE_IMAGE:-weft.dev/probe:0.1.0}
+coredns_bin=${3:-}
+coredns_ref=${WEFT_COREDNS_IMAGE:-weft.dev/coredns:1.14.7}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -61,3 +66,11 @@ for lib in $(ldd "$probe_bin" | grep -oE '/[^ ]+'); do
     cp -L "$lib" "$rootfs$lib"
 done
 archive "$probe_ref" "$rootfs" '["/weft-e2e", "probe", "serve", "0.0.0.0:7000"]' "$out/probe.tar"
+
+# --- coredns -----------------------------------------------------------------------------
+if [[ -n $coredns_bin ]]; then
+    mkdir -p "$work/coredns/etc/coredns" "$work/coredns/tmp"
+    chmod 1777 "$work/coredns/tmp"
+    install -m 0755 "$coredns_bin" "$work/coredns/coredns"
+    archive "$coredns_ref" "$work/coredns" '["/coredns"]' "$out/coredns.tar"
+fi

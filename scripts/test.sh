@@ -31,6 +31,9 @@ step "release binaries (image, benchmarks, e2e)"
 cargo build --release --workspace --locked
 
 step "tests"
-cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}"
+cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}" --skip local_cluster_up_test_down
+
+step "local cluster: weft-e2e up, test, down"
+cargo test -p weft-e2e --locked --test cluster -- --nocapture
 
 printf '\n== all tests passed in %ss\n' "$(( $(date +%s) - t0 ))"

@@ -6,4 +6,5 @@ pub mod fixtures;
 pub mod harness;
 pub mod overlay;
 pub mod probe;
+pub mod suite;
 pub mod topo;

@@ -62,6 +62,23 @@ enum Command {
     },
     /// Stop the local cluster and remove everything `up` made.
     Down,
+    /// Run the connectivity suite against a cluster running weft; prints a table and
+    /// fails if any check fails.
+    Test {
+        /// Default: $KUBECONFIG, else the local cluster's admin kubeconfig.
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// Run only the checks whose name contains one of these words.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Keep the test namespace afterwards (for inspection).
+        #[arg(long)]
+        keep: bool,
+        /// Skip the checks that disturb the cluster: the agents' rollout restart and the
+        /// Node deleted and re-registered (which runs last and may leave that node broken).
+        #[arg(long)]
+        no_disrupt: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,11 +89,17 @@ enum ProbeAction {
     Connect {
         addr: std::net::SocketAddr,
         /// Bytes to send after the greeting (a bulk transfer check).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "duration_secs")]
         send_bytes: u64,
+        /// Send a slow, paced stream for this long instead (a long-lived connection
+        /// that must survive whatever happens meanwhile).
+        #[arg(long)]
+        duration_secs: Option<u64>,
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Resolve NAME with the system resolver (/etc/resolv.conf) and print its addresses.
+    Resolve { name: String },
     /// Send one UDP datagram to ADDR and print the address the server saw.
     Udp {
         addr: std::net::SocketAddr,
@@ -113,6 +136,17 @@ fn main() -> anyhow::Result<()> {
             timeout: std::time::Duration::from_secs(timeout_secs),
         }),
         Command::Down => weft_e2e::cluster::down::run_down(),
+        Command::Test {
+            kubeconfig,
+            only,
+            keep,
+            no_disrupt,
+        } => weft_e2e::suite::run(&weft_e2e::suite::Options {
+            kubeconfig,
+            only,
+            keep,
+            no_disrupt,
+        }),
         Command::Demo { nodes, keep } => {
             tokio::runtime::Runtime::new()?.block_on(demo::run(nodes, keep))
         }
@@ -127,12 +161,23 @@ fn probe(action: ProbeAction) -> anyhow::Result<()> {
         ProbeAction::Connect {
             addr,
             send_bytes,
+            duration_secs,
             timeout_secs,
         } => {
+            let payload = match duration_secs {
+                Some(s) => probe::Payload::Paced(Duration::from_secs(s)),
+                None => probe::Payload::Bytes(send_bytes),
+            };
             println!(
                 "{}",
-                probe::connect(addr, send_bytes, Duration::from_secs(timeout_secs))?
+                probe::connect_with(addr, payload, Duration::from_secs(timeout_secs))?
             );
+            Ok(())
+        }
+        ProbeAction::Resolve { name } => {
+            for ip in probe::resolve(&name)? {
+                println!("{ip}");
+            }
             Ok(())
         }
         ProbeAction::Udp { addr, timeout_secs } => {

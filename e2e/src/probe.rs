@@ -47,9 +47,29 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
 /// Connects over TCP, prints the peer line the server saw, optionally sends `send_bytes`
 /// bytes and checks that the server counted them all.
 pub fn connect(addr: SocketAddr, send_bytes: u64, timeout: Duration) -> Result<String> {
+    connect_with(addr, Payload::Bytes(send_bytes), timeout)
+}
+
+/// What a client sends after the greeting.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload {
+    /// This many bytes, as fast as the connection takes them.
+    Bytes(u64),
+    /// [`PACE_CHUNK`] bytes every [`PACE_INTERVAL`] until the duration has passed: a
+    /// long-lived, slow stream that breaks if the path drops it meanwhile.
+    Paced(Duration),
+}
+
+pub const PACE_CHUNK: usize = 4096;
+pub const PACE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// [`connect`] with any [`Payload`]; the server must count exactly what was sent.
+pub fn connect_with(addr: SocketAddr, payload: Payload, timeout: Duration) -> Result<String> {
     let mut conn =
         TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
     conn.set_read_timeout(Some(timeout.max(Duration::from_secs(30))))?;
+    // A write that stalls this long means the path is broken.
+    conn.set_write_timeout(Some(timeout.max(Duration::from_secs(30))))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -59,24 +79,63 @@ pub fn connect(addr: SocketAddr, send_bytes: u64, timeout: Duration) -> Result<S
         .context("server sent no peer line")?
         .to_string();
     let chunk = vec![0x5au8; 64 * 1024];
-    let mut left = send_bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        conn.write_all(&chunk[..n])?;
-        left -= n as u64;
+    let mut sent = 0u64;
+    match payload {
+        Payload::Bytes(total) => {
+            while sent < total {
+                let n = (total - sent).min(chunk.len() as u64) as usize;
+                conn.write_all(&chunk[..n])
+                    .with_context(|| format!("send after {sent} bytes"))?;
+                sent += n as u64;
+            }
+        }
+        Payload::Paced(duration) => {
+            let start = std::time::Instant::now();
+            let mut next = start;
+            while start.elapsed() < duration {
+                conn.write_all(&chunk[..PACE_CHUNK]).with_context(|| {
+                    format!(
+                        "send after {sent} bytes, {:.1} s",
+                        start.elapsed().as_secs_f64()
+                    )
+                })?;
+                sent += PACE_CHUNK as u64;
+                next += PACE_INTERVAL;
+                std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            }
+        }
     }
     conn.shutdown(std::net::Shutdown::Write)?;
     let mut answer = String::new();
-    reader.read_line(&mut answer)?;
+    reader
+        .read_line(&mut answer)
+        .context("read the server's byte count")?;
     let counted: u64 = answer
         .trim()
         .strip_prefix("bytes=")
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("bad byte count answer {answer:?}"))?;
-    if counted != send_bytes {
-        bail!("server counted {counted} bytes, sent {send_bytes}");
+    if counted != sent {
+        bail!("server counted {counted} bytes, sent {sent}");
     }
     Ok(seen)
+}
+
+/// Resolves `name` with the C library's resolver (so /etc/resolv.conf, its search list
+/// and ndots apply, as for any program in a pod) and returns the addresses found.
+pub fn resolve(name: &str) -> Result<Vec<std::net::IpAddr>> {
+    use std::net::ToSocketAddrs;
+    let mut ips: Vec<std::net::IpAddr> = (name, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {name}"))?
+        .map(|a| a.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        bail!("{name} resolved to no address");
+    }
+    Ok(ips)
 }
 
 /// Sends one UDP datagram and returns the peer address the server saw.
@@ -100,4 +159,54 @@ pub fn udp(addr: SocketAddr, timeout: Duration) -> Result<String> {
         .strip_prefix("peer=")
         .context("bad UDP answer")?
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> SocketAddr {
+        let port = crate::harness::free_port("127.0.0.1".parse().unwrap()).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        std::thread::spawn(move || serve(addr));
+        // The server binds right away; retry the first connection until it does.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "probe server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        addr
+    }
+
+    #[test]
+    fn bulk_and_paced_payloads_are_counted_by_the_server() {
+        let addr = server();
+        let seen = connect_with(
+            addr,
+            Payload::Bytes(3 * 1024 * 1024 + 7),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(seen.starts_with("127.0.0.1:"), "{seen}");
+        let t = std::time::Instant::now();
+        connect_with(
+            addr,
+            Payload::Paced(Duration::from_millis(350)),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(350));
+        assert!(udp(addr, Duration::from_secs(5))
+            .unwrap()
+            .starts_with("127.0.0.1:"));
+    }
+
+    #[test]
+    fn resolves_with_the_system_resolver() {
+        let ips = resolve("localhost").unwrap();
+        assert!(ips.iter().any(|ip| ip.is_loopback()), "{ips:?}");
+    }
 }

@@ -15,7 +15,8 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// pause.tar and probe.tar under `images/`.
+/// pause.tar, probe.tar and coredns.tar under `images/` (CoreDNS is built first by
+/// scripts/build-coredns.sh, which does nothing when its binary is up to date).
 pub fn build_node_images(layout: &Layout) -> Result<Vec<PathBuf>> {
     let out = layout.images();
     std::fs::create_dir_all(&out)?;
@@ -23,18 +24,30 @@ pub fn build_node_images(layout: &Layout) -> Result<Vec<PathBuf>> {
         Ok(p) if p.file_name().is_some_and(|n| n == "weft-e2e") => p,
         _ => workspace_bin("weft-e2e")?,
     };
+    let coredns = run(&mut Command::new(
+        workspace_root().join("scripts/build-coredns.sh"),
+    ))
+    .context("build CoreDNS")?;
+    let coredns_bin = String::from_utf8_lossy(&coredns.stdout).trim().to_string();
     run(
         Command::new(workspace_root().join("scripts/build-node-images.sh"))
             .arg(&out)
-            .arg(&probe_bin),
+            .arg(&probe_bin)
+            .arg(&coredns_bin)
+            .env("WEFT_COREDNS_IMAGE", super::COREDNS_IMAGE),
     )
-    .context("build the pause and probe images")?;
-    Ok(vec![out.join("pause.tar"), out.join("probe.tar")])
+    .context("build the pause, probe and CoreDNS images")?;
+    Ok(vec![
+        out.join("pause.tar"),
+        out.join("probe.tar"),
+        out.join("coredns.tar"),
+    ])
 }
 
 /// The weft image as a tarball: `docker save` of `image`, built first with
-/// scripts/build-image.sh when docker does not have it or `rebuild` asks for it (an
-/// image docker already has may be older than the sources).
+/// scripts/build-image.sh when docker does not have it, when its `dev.weft.stamp` label
+/// does not match the release binaries on disk, or when `rebuild` asks for it (binaries
+/// older than the sources are rebuilt only then).
 pub fn weft_image_tar(layout: &Layout, image: &str, rebuild: bool) -> Result<PathBuf> {
     let docker = if Path::new("/usr/bin/docker").exists() {
         "/usr/bin/docker"
@@ -45,14 +58,37 @@ pub fn weft_image_tar(layout: &Layout, image: &str, rebuild: bool) -> Result<Pat
         workspace_root().join("scripts/start-docker.sh"),
     ))
     .context("start dockerd")?;
-    let have = Command::new(docker)
-        .args(["image", "inspect", image])
-        .stdout(std::process::Stdio::null())
+    // Stale when the image's stamp label differs from that of the release binaries now
+    // on disk (or when either is missing): rebuild without being asked.
+    let label = Command::new(docker)
+        .args([
+            "image",
+            "inspect",
+            "-f",
+            "{{ index .Config.Labels \"dev.weft.stamp\" }}",
+            image,
+        ])
+        .output()?;
+    let have = label
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&label.stdout).trim().to_string());
+    let want = Command::new(workspace_root().join("scripts/build-image.sh"))
+        .arg("--stamp")
         .stderr(std::process::Stdio::null())
-        .status()?
-        .success();
-    if rebuild || !have {
-        tracing::info!(image, "building the weft image (scripts/build-image.sh)");
+        .output()?;
+    let want = want
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&want.stdout).trim().to_string());
+    let fresh = have.is_some() && have == want;
+    if rebuild || !fresh {
+        tracing::info!(
+            image,
+            ?have,
+            ?want,
+            "building the weft image (scripts/build-image.sh)"
+        );
         run(Command::new(workspace_root().join("scripts/build-image.sh")).env("WEFT_IMAGE", image))
             .context("build the weft image")?;
     }

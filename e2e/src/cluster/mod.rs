@@ -38,6 +38,11 @@ pub const API_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const PAUSE_IMAGE: &str = "weft.dev/pause:3.10";
 pub const PROBE_IMAGE: &str = "weft.dev/probe:0.1.0";
+/// Built by scripts/build-coredns.sh; the tag is the version pinned in e2e/go/coredns
+/// and named in e2e/addons/coredns.yaml.
+pub const COREDNS_IMAGE: &str = "weft.dev/coredns:1.14.7";
+/// The kube-dns Service (e2e/addons/coredns.yaml) and the kubelets' clusterDNS.
+pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
 /// Where the cluster keeps its state: `WEFT_E2E_DIR`, default /var/lib/weft-e2e.
 pub fn state_dir() -> PathBuf {

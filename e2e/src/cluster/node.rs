@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use super::runtime::Containerd;
 use super::{
-    process, Layout, NodeSpec, BRIDGE, CLUSTER_CIDR, HOST_IP, NS_DIR, SERVICE_CIDR,
+    process, Layout, NodeSpec, BRIDGE, CLUSTER_CIDR, DNS_SERVICE_IP, HOST_IP, NS_DIR, SERVICE_CIDR,
     UNDERLAY_PREFIX_LEN,
 };
 use crate::harness::bin;
@@ -237,6 +237,7 @@ fn kubelet_config(node: &NodeSpec) -> serde_json::Value {
         "authentication": {"anonymous": {"enabled": true}, "webhook": {"enabled": false}},
         "authorization": {"mode": "AlwaysAllow"},
         "clusterDomain": "cluster.local",
+        "clusterDNS": [DNS_SERVICE_IP.to_string()],
         "resolvConf": "",
         "serializeImagePulls": false,
         // Nothing can be pulled: never garbage-collect the imported images, and keep

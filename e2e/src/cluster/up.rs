@@ -162,6 +162,15 @@ fn up(opts: &Options) -> Result<()> {
         apply(&layout, manifests, &opts.image)?;
         rt.block_on(wait_nodes(&layout, &nodes, true, opts.timeout))?;
         tracing::info!(secs = started.elapsed().as_secs_f64(), "nodes Ready");
+        // Cluster DNS, as kubeadm's addon; it starts once the pod network is there.
+        run(Command::new(bin("kubectl")?)
+            .arg(format!(
+                "--kubeconfig={}",
+                layout.admin_kubeconfig().display()
+            ))
+            .args(["apply", "-f"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/addons/coredns.yaml")))
+        .context("kubectl apply (CoreDNS)")?;
     }
     println!(
         "cluster up in {:.1} s ({} nodes)\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\nlogs: {}\nremove with: weft-e2e down",
