@@ -17,6 +17,10 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Already logged, with both CIDR sets, where it was detected.
+        Err(e) if e.is::<weft_agent::reconcile::PodCidrsChanged>() => {
+            ExitCode::from(run::EXIT_POD_CIDRS_CHANGED)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "weft-agent failed");
             ExitCode::FAILURE

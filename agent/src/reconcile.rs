@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use ipnet::IpNet;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -51,6 +52,45 @@ impl PeerSync for crate::datapath::Datapath {
     }
 }
 
+/// The own Node's pod CIDRs no longer match the ones the datapath was set up with (the
+/// Node was deleted and re-registered and got another subnet). The agent exits with this
+/// error so that the restarted container sets the datapath up for the new CIDRs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodCidrsChanged {
+    pub node: String,
+    pub from: Vec<IpNet>,
+    pub to: Vec<IpNet>,
+}
+
+impl std::fmt::Display for PodCidrsChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pod CIDRs of node {} changed from {:?} to {:?}; exiting so the datapath is rebuilt",
+            self.node, self.from, self.to
+        )
+    }
+}
+
+impl std::error::Error for PodCidrsChanged {}
+
+/// The own Node's new pod CIDRs when they differ (as a set) from `current`, the ones the
+/// datapath was set up with. `None` while the Node is absent or has no pod CIDR (deleted
+/// and re-registered, not allocated yet): the current datapath is kept meanwhile.
+pub fn changed_pod_cidrs(current: &[IpNet], own: Option<&NodeLite>) -> Option<Vec<IpNet>> {
+    let watched = &own?.pod_cidrs;
+    if watched.is_empty() {
+        return None;
+    }
+    let mut a = current.to_vec();
+    let mut b = watched.clone();
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    (a != b).then(|| watched.clone())
+}
+
 /// First retry after 1 s, doubling up to 60 s.
 pub fn retry_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(6);
@@ -60,6 +100,9 @@ pub fn retry_delay(failures: u32) -> Duration {
 pub struct Reconciler<S> {
     pub datapath: S,
     pub node_name: String,
+    /// The pod CIDRs the datapath was set up with: when the own Node's differ, the loop
+    /// ends with [`PodCidrsChanged`].
+    pub pod_cidrs: Vec<IpNet>,
     pub metrics: Arc<Metrics>,
     pub debounce: Duration,
     pub resync: Duration,
@@ -70,7 +113,8 @@ pub struct Reconciler<S> {
 }
 
 impl<S: PeerSync> Reconciler<S> {
-    /// Runs until the event stream ends (it does not, for a `watcher`), which is an error.
+    /// Runs until the event stream ends (it does not, for a `watcher`), which is an error,
+    /// or until the own Node's pod CIDRs change ([`PodCidrsChanged`]).
     pub async fn run<E>(self, events: E) -> anyhow::Result<()>
     where
         E: Stream<Item = Result<watcher::Event<SlimNode>, watcher::Error>> + Send,
@@ -109,6 +153,16 @@ impl<S: PeerSync> Reconciler<S> {
                             due = Some(Instant::now() + self.debounce);
                         }
                         let own = store.get(&self.node_name);
+                        if let Some(to) = changed_pod_cidrs(&self.pod_cidrs, own) {
+                            let changed = PodCidrsChanged {
+                                node: self.node_name.clone(),
+                                from: self.pod_cidrs.clone(),
+                                to,
+                            };
+                            tracing::error!(node = %changed.node, from = ?changed.from, to = ?changed.to,
+                                "pod CIDRs of this node changed; exiting so the datapath is rebuilt");
+                            return Err(changed.into());
+                        }
                         self.own_node.send_if_modified(|cur| {
                             let changed = cur.as_ref() != own;
                             if changed {
@@ -234,6 +288,7 @@ mod tests {
         metrics: Arc<Metrics>,
         ready: watch::Receiver<bool>,
         own: watch::Receiver<Option<NodeLite>>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
     }
 
     fn start(fail: usize) -> Harness {
@@ -252,19 +307,21 @@ mod tests {
                 fail: AtomicUsize::new(fail),
             },
             node_name: "me".into(),
+            pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
             metrics: metrics.clone(),
             debounce: Duration::from_millis(100),
             resync: Duration::from_secs(60),
             own_node: own_tx,
             ready: ready_tx,
         };
-        tokio::spawn(r.run_with_kicks(rx, kicks));
+        let task = tokio::spawn(r.run_with_kicks(rx, kicks));
         Harness {
             tx,
             calls,
             metrics,
             ready,
             own,
+            task,
         }
     }
 
@@ -383,6 +440,77 @@ mod tests {
         h.ready.wait_for(|r| *r).await.unwrap();
         assert_eq!(h.metrics.reconciles(), (1, 2));
         assert_eq!(h.metrics.errors(ErrorKind::Sync), 2);
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn pod_cidrs_change_only_to_another_non_empty_set() {
+        let current = cidrs(&["10.244.2.0/24", "fd00:2::/64"]);
+        let with = |list: &[&str]| NodeLite {
+            name: "me".into(),
+            pod_cidrs: cidrs(list),
+            ..Default::default()
+        };
+        assert_eq!(changed_pod_cidrs(&current, None), None, "Node deleted");
+        assert_eq!(
+            changed_pod_cidrs(&current, Some(&with(&[]))),
+            None,
+            "not allocated yet"
+        );
+        assert_eq!(
+            changed_pod_cidrs(&current, Some(&with(&["10.244.2.0/24", "fd00:2::/64"]))),
+            None
+        );
+        assert_eq!(
+            changed_pod_cidrs(&current, Some(&with(&["fd00:2::/64", "10.244.2.0/24"]))),
+            None,
+            "order does not matter"
+        );
+        assert_eq!(
+            changed_pod_cidrs(&current, Some(&with(&["10.244.3.0/24", "fd00:2::/64"]))),
+            Some(cidrs(&["10.244.3.0/24", "fd00:2::/64"]))
+        );
+        assert_eq!(
+            changed_pod_cidrs(&current, Some(&with(&["10.244.2.0/24"]))),
+            Some(cidrs(&["10.244.2.0/24"]))
+        );
+    }
+
+    fn unallocated(name: &str, rv: &str) -> SlimNode {
+        serde_json::from_value(json!({"metadata": {"name": name, "resourceVersion": rv}})).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn re_registered_node_waits_without_cidr_and_exits_on_a_new_one() {
+        let mut h = start(0);
+        assert_eq!(
+            list(&mut h, vec![node("me", 1, "1"), node("a", 2, "1")]).await,
+            ["a"]
+        );
+        // Deleted, re-registered without a pod CIDR: the datapath stays, the loop goes on.
+        send(&h, watcher::Event::Delete(node("me", 1, "2")));
+        send(&h, watcher::Event::Apply(unallocated("me", "3")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        assert!(!h.task.is_finished());
+        // Same CIDR again: nothing to rebuild.
+        send(&h, watcher::Event::Apply(node("me", 1, "4")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        assert!(!h.task.is_finished());
+        // Another CIDR: the loop ends with PodCidrsChanged.
+        send(&h, watcher::Event::Apply(node("me", 3, "5")));
+        let err = (&mut h.task).await.unwrap().unwrap_err();
+        let changed = err
+            .downcast_ref::<PodCidrsChanged>()
+            .expect("PodCidrsChanged");
+        assert_eq!(changed.node, "me");
+        assert_eq!(changed.from, cidrs(&["10.244.1.0/24"]));
+        assert_eq!(changed.to, cidrs(&["10.244.3.0/24"]));
+        assert!(err.to_string().contains(
+            "pod CIDRs of node me changed from [10.244.1.0/24] to [10.244.3.0/24]; exiting"
+        ));
     }
 
     #[test]

@@ -4,7 +4,12 @@
 //! (watched, not polled) -> underlay interface and MTU -> [`Datapath::setup`] with the
 //! MAC published before -> publisher (VTEP annotations) -> reconcile loop over the Node
 //! watch -> after the first sync: ready and NetworkUnavailable=False. On SIGTERM/SIGINT
-//! the process exits and leaves the datapath in place.
+//! the process exits and leaves the datapath in place. When the own Node's pod CIDRs
+//! change (deleted and re-registered with another subnet), [`run`] returns
+//! [`PodCidrsChanged`](crate::reconcile::PodCidrsChanged) and the binary exits with
+//! [`EXIT_POD_CIDRS_CHANGED`]: the restarted container sets the datapath up anew (setup
+//! removes the old addresses and rewrites the subnet file). While the Node has no pod CIDR,
+//! the datapath is kept.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -31,6 +36,10 @@ use crate::nodes::{NodeLite, SlimNode};
 use crate::publish;
 use crate::reconcile::{retry_delay, Reconciler};
 use crate::underlay::{self, Selection};
+
+/// Exit code of `weft-agent` when the own Node's pod CIDRs changed: the DaemonSet
+/// restarts the container, which rebuilds the datapath for the new CIDRs.
+pub const EXIT_POD_CIDRS_CHANGED: u8 = 3;
 
 /// Nodes per list page: bounds the transient memory of a (re)list to this many Node
 /// objects' JSON, whatever the cluster size.
@@ -229,6 +238,7 @@ async fn agent(
 
     let events = watcher(slim_nodes, node_watch_config()).default_backoff();
     Reconciler {
+        pod_cidrs: datapath.config().pod_cidrs.clone(),
         datapath,
         node_name: node_name.to_owned(),
         metrics,

@@ -105,3 +105,57 @@ fn masquerade_off_means_no_table_and_cleanup_removes_everything() {
     })
     .unwrap();
 }
+
+/// Global-scope addresses of a device, as "address/prefix", sorted.
+fn global_addrs(ns: &str, dev: &str) -> Vec<String> {
+    let out = ip(ns, &format!("-j addr show dev {dev}"));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut addrs: Vec<String> = v[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["scope"] == "global")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+#[test]
+fn setup_with_a_new_pod_cidr_removes_the_old_addresses() {
+    if !weft_common::require_root("setup_with_a_new_pod_cidr_removes_the_old_addresses") {
+        return;
+    }
+    let c = Cluster::new("recidr", 1, 0);
+    let n = &c.nodes[0];
+    assert_eq!(global_addrs(&n.ns, "weft.1"), ["10.244.1.0/32"]);
+    assert_eq!(global_addrs(&n.ns, "weft0"), ["10.244.1.1/24"]);
+    // Leftovers of other kinds: an extra IPv4 address on the VXLAN device, a global IPv6
+    // address on the bridge (both stale), and a link-local one there (the kernel's: kept).
+    ip(&n.ns, "addr add 169.254.7.7/16 dev weft.1");
+    ip(&n.ns, "addr add fd00:7::1/64 dev weft0 nodad");
+    ip(&n.ns, "addr add fe80::77/64 dev weft0 nodad");
+
+    // The Node was re-registered and got another subnet.
+    let mut cfg = n.config();
+    cfg.pod_cidrs = vec!["10.244.9.0/24".parse().unwrap()];
+    n.agent.setup(cfg).unwrap();
+    assert_eq!(global_addrs(&n.ns, "weft.1"), ["10.244.9.0/32"]);
+    let v4_on_vxlan = ip(&n.ns, "-4 addr show dev weft.1");
+    assert!(!v4_on_vxlan.contains("169.254.7.7"), "{v4_on_vxlan}");
+    assert_eq!(global_addrs(&n.ns, "weft0"), ["10.244.9.1/24"]);
+    assert!(ip(&n.ns, "addr show dev weft0").contains("fe80::77/64"));
+    // The old subnet's connected route is gone with its gateway.
+    let routes = ip(&n.ns, "route show");
+    assert!(!routes.contains("10.244.1."), "{routes}");
+    assert!(routes.contains("10.244.9.0/24 dev weft0"), "{routes}");
+    let sf = weft_common::subnet_file::NodeSubnet::read(&n.subnet_file).unwrap();
+    assert_eq!(
+        sf.node_cidrs,
+        vec!["10.244.9.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(
+        sf.gateways,
+        vec!["10.244.9.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+}

@@ -212,3 +212,105 @@ async fn agent_programs_peers_publishes_and_keeps_its_mac() {
     assert_eq!(ann_of(&published, ann::PUBLIC_IP), "203.0.113.11");
     assert_eq!(ann_of(&published, ann::VTEP_MAC), kept);
 }
+
+#[tokio::test]
+async fn agent_exits_when_its_node_comes_back_with_another_pod_cidr() {
+    if !weft_common::require_root("agent_exits_when_its_node_comes_back_with_another_pod_cidr") {
+        return;
+    }
+    let ns = NetnsGuard::new("recidr");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("net-conf.json"),
+        r#"{"clusterCIDRs":["10.244.0.0/16"]}"#,
+    )
+    .unwrap();
+    let (service, mut handle): (_, Handle) =
+        tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut opts = Opts::for_node("n1");
+    opts.config = dir.path().join("net-conf.json");
+    opts.subnet_file = dir.path().join("subnet.env");
+    opts.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{}", ns.0));
+    let agent = std::thread::spawn(move || {
+        weft_common::netns::Netns::open(&ns_path)
+            .unwrap()
+            .enter()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = Client::new(service, "default");
+            weft_agent::run::run_with(opts, Some(client), std::future::pending()).await
+        })
+    });
+
+    let own = node("n1", 1, json!({}));
+    let mut unallocated = own.clone();
+    unallocated["spec"] = json!({});
+    unallocated["metadata"]["resourceVersion"] = json!("7");
+    let mut moved = node("n1", 3, json!({}));
+    moved["metadata"]["resourceVersion"] = json!("8");
+    let mut deleted = own.clone();
+    deleted["metadata"]["resourceVersion"] = json!("6");
+    // Deleted, re-registered without a pod CIDR, then given another one.
+    let events: String = [
+        ("DELETED", &deleted),
+        ("ADDED", &unallocated),
+        ("MODIFIED", &moved),
+    ]
+    .iter()
+    .map(|(t, o)| json!({"type": t, "object": o}).to_string() + "\n")
+    .collect();
+    let mut held = Vec::new();
+    let mut sent_events = false;
+    let script = async {
+        // Answers until the agent exits and drops its client.
+        while let Some((req, send)) = handle.next_request().await {
+            let query = req.uri().query().unwrap_or("").to_string();
+            let path = req.uri().path().to_string();
+            let method = req.method().clone();
+            match (method, path.as_str()) {
+                (Method::GET, "/api/v1/nodes")
+                    if query.contains("watch=true")
+                        && !query.contains("fieldSelector")
+                        && !sent_events =>
+                {
+                    sent_events = true;
+                    send.send_response(
+                        Response::builder()
+                            .body(Body::from(events.clone().into_bytes()))
+                            .unwrap(),
+                    );
+                }
+                (Method::GET, "/api/v1/nodes") if query.contains("watch=true") => held.push(send),
+                (Method::GET, "/api/v1/nodes") => reply(
+                    send,
+                    &json!({"metadata": {"resourceVersion": "5"}, "items": [own]}),
+                ),
+                (Method::PATCH, "/api/v1/nodes/n1")
+                | (Method::GET, "/api/v1/nodes/n1/status")
+                | (Method::PATCH, "/api/v1/nodes/n1/status") => reply(send, &own),
+                (m, p) => panic!("unexpected request {m} {p}?{query}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), script)
+        .await
+        .expect("the agent exited within 60 s");
+    assert!(sent_events);
+    let err = agent
+        .join()
+        .unwrap()
+        .expect_err("the agent exits on a new pod CIDR");
+    let changed = err
+        .downcast_ref::<weft_agent::reconcile::PodCidrsChanged>()
+        .unwrap_or_else(|| panic!("not PodCidrsChanged: {err:#}"));
+    assert_eq!(changed.from, vec!["10.244.1.0/24".parse().unwrap()]);
+    assert_eq!(changed.to, vec!["10.244.3.0/24".parse().unwrap()]);
+    // The datapath was kept meanwhile and is left for the restarted agent to rebuild.
+    assert!(ip(&ns.0, "addr show dev weft0").contains("10.244.1.1/24"));
+    drop(held);
+}

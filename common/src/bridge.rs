@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressScope};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
@@ -107,8 +107,10 @@ pub async fn ensure_address(
 }
 
 /// Makes sure the bridge exists, is up, has `mtu` and carries each gateway with its node
-/// CIDR's prefix length. Returns the bridge's ifindex. Idempotent and safe to race with
-/// another process doing the same (EEXIST is success).
+/// CIDR's prefix length; other addresses are left alone (the CNI plugin's view of the
+/// subnet may be a moment old: only the agent prunes, see [`ensure_bridge_exact`]).
+/// Returns the bridge's ifindex. Idempotent and safe to race with another process doing
+/// the same (EEXIST is success).
 pub async fn ensure_bridge(
     handle: &Handle,
     name: &str,
@@ -158,4 +160,86 @@ pub async fn ensure_bridge(
         }
     }
     Ok(index)
+}
+
+/// [`ensure_bridge`], and no global-scope address but the gateways: for the agent, which
+/// owns the bridge's addresses. A gateway of an old pod CIDR is removed with its
+/// connected route; IPv6 link-local addresses stay.
+pub async fn ensure_bridge_exact(
+    handle: &Handle,
+    name: &str,
+    mtu: u32,
+    gateways: &[(IpAddr, IpNet)],
+) -> Result<u32, Error> {
+    let index = ensure_bridge(handle, name, mtu, &[]).await?;
+    let want: Vec<(IpAddr, u8)> = gateways
+        .iter()
+        .map(|(gw, net)| (*gw, net.prefix_len()))
+        .collect();
+    // Prune first: deleting a primary IPv4 address can take its secondaries along.
+    remove_addresses_except(handle, name, index, &want).await?;
+    for (gw, len) in want {
+        ensure_address(handle, index, gw, len).await?;
+    }
+    Ok(index)
+}
+
+/// True for IPv6 link-local addresses (fe80::/10), which the kernel manages.
+fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+/// Deletes every global-scope address of interface `index` that is not in `keep`
+/// (address, prefix length); IPv6 link-local addresses always stay. A stale gateway of
+/// an old pod CIDR would otherwise leave its connected route (e.g. `10.244.2.0/24 dev
+/// weft0`), blackholing traffic to the node that gets that subnet next. Returns how many
+/// were deleted; one already gone counts as deleted.
+pub async fn remove_addresses_except(
+    handle: &Handle,
+    name: &str,
+    index: u32,
+    keep: &[(IpAddr, u8)],
+) -> Result<usize, Error> {
+    let mut stale = Vec::new();
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::netlink(format!("list addresses of {name}"), e))?
+    {
+        if msg.header.index != index || msg.header.scope != AddressScope::Universe {
+            continue;
+        }
+        let Some(ip) = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        }) else {
+            continue;
+        };
+        if !is_ipv6_link_local(&ip) && !keep.contains(&(ip, msg.header.prefix_len)) {
+            stale.push((ip, msg));
+        }
+    }
+    let removed = stale.len();
+    for (ip, msg) in stale {
+        let prefix = msg.header.prefix_len;
+        match handle.address().del(msg).execute().await {
+            Ok(()) => {
+                tracing::info!(interface = name, address = %format!("{ip}/{prefix}"), "removed a stale address")
+            }
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.map(|c| -c.get()) == Some(libc::EADDRNOTAVAIL) => {}
+            Err(e) => {
+                return Err(Error::netlink(
+                    format!("delete address {ip}/{prefix} of {name}"),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(removed)
 }

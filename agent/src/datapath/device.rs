@@ -159,7 +159,8 @@ pub async fn ensure(
     Ok((index, mac))
 }
 
-/// Makes `addr` the device's only address of its family (the VTEP address, a /32 or /128).
+/// Makes `addr` the device's only address of its family (the VTEP address, a /32 or
+/// /128), IPv6 link-local addresses aside.
 pub async fn ensure_only_address(
     handle: &Handle,
     name: &str,
@@ -196,7 +197,9 @@ pub async fn ensure_only_address(
     for (ip, msg) in stale {
         let prefix = msg.header.prefix_len;
         match handle.address().del(msg).execute().await {
-            Ok(()) => {}
+            Ok(()) => {
+                tracing::info!(device = name, address = %format!("{ip}/{prefix}"), "removed a stale address")
+            }
             Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
             Err(e) => {
                 return Err(Error::netlink(
@@ -212,11 +215,10 @@ pub async fn ensure_only_address(
     Ok(())
 }
 
+/// IPv6 link-local (fe80::/10): the kernel's, kept. Every other address of the VTEP's
+/// family is stale (e.g. the VTEP address of an old pod CIDR) and removed.
 fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_link_local(),
-        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
-    }
+    matches!(ip, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
 }
 
 #[cfg(test)]

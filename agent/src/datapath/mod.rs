@@ -181,7 +181,7 @@ impl Datapath {
 
         let gateways: Vec<(IpAddr, IpNet)> =
             cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
-        weft_common::bridge::ensure_bridge(&handle, &cfg.bridge, cfg.mtu, &gateways).await?;
+        weft_common::bridge::ensure_bridge_exact(&handle, &cfg.bridge, cfg.mtu, &gateways).await?;
 
         sysctl_on("ipv4/ip_forward")?;
         if cfg.pod_cidrs.iter().any(|c| matches!(c, IpNet::V6(_))) {
