@@ -288,7 +288,14 @@ pub struct Allocator {
     pools: Vec<Pool>,
     /// What each node owns, as recorded (allocated or adopted).
     nodes: HashMap<String, Vec<IpNet>>,
+    /// What nodes owned when they were last released (deleted): a Node deleted and
+    /// registered again under the same name gets its old subnets back when they are
+    /// still free, so its running pods keep working. In memory only.
+    released: HashMap<String, Vec<IpNet>>,
 }
+
+/// Bound on remembered releases; past it the memory starts over (only a preference).
+const RELEASED_MAX: usize = 16_384;
 
 impl Allocator {
     /// `pools` in the order of the cluster CIDRs; at most one per family.
@@ -296,6 +303,7 @@ impl Allocator {
         Allocator {
             pools,
             nodes: HashMap::new(),
+            released: HashMap::new(),
         }
     }
 
@@ -323,6 +331,9 @@ impl Allocator {
         if let Some(have) = self.nodes.get(node) {
             return Ok(have.clone());
         }
+        if let Some(previous) = self.reclaim(node) {
+            return Ok(previous);
+        }
         let mut got = Vec::with_capacity(self.pools.len());
         for i in 0..self.pools.len() {
             let cursor = self.pools[i].cursor;
@@ -341,6 +352,39 @@ impl Allocator {
         let got: Vec<IpNet> = got.into_iter().map(|(net, _)| net).collect();
         self.nodes.insert(node.to_string(), got.clone());
         Ok(got)
+    }
+
+    /// The subnets `node` held before it was released, when every one is still free and
+    /// they cover the configured families; recorded as the node's again.
+    fn reclaim(&mut self, node: &str) -> Option<Vec<IpNet>> {
+        let previous = self.released.remove(node)?;
+        let covers = previous.len() == self.pools.len()
+            && self
+                .pools
+                .iter()
+                .all(|p| previous.iter().any(|n| Family::of(n) == p.family()));
+        if !covers {
+            return None;
+        }
+        let mut taken: Vec<IpNet> = Vec::with_capacity(previous.len());
+        for net in &previous {
+            let pool = self
+                .pools
+                .iter_mut()
+                .find(|p| p.family() == Family::of(net))?;
+            if pool.adopt(node, net).is_err() {
+                // Someone else has it now: undo, and allocate afresh.
+                for t in &taken {
+                    if let Some(p) = self.pools.iter_mut().find(|p| p.family() == Family::of(t)) {
+                        p.release(node, t);
+                    }
+                }
+                return None;
+            }
+            taken.push(*net);
+        }
+        self.nodes.insert(node.to_string(), previous.clone());
+        Some(previous)
     }
 
     /// Records what `node` has in its spec as its own, replacing what the table held for
@@ -374,6 +418,10 @@ impl Allocator {
         let Some(nets) = self.nodes.remove(node) else {
             return Vec::new();
         };
+        if self.released.len() >= RELEASED_MAX {
+            self.released.clear();
+        }
+        self.released.insert(node.to_string(), nets.clone());
         for net in &nets {
             if let Some(pool) = self
                 .pools
@@ -403,7 +451,10 @@ impl Allocator {
                 ..p.clone()
             })
             .collect();
-        Allocator::new(pools)
+        Allocator {
+            released: self.released.clone(),
+            ..Allocator::new(pools)
+        }
     }
 }
 

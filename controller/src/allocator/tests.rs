@@ -283,3 +283,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_node_registered_again_gets_its_old_subnets_back_when_free() {
+    let mut a = Allocator::from_config(&[(net("10.0.0.0/16"), 24)]);
+    let first = a.allocate("n1").unwrap();
+    a.allocate("n2").unwrap();
+    assert_eq!(a.release("n1"), first);
+    // Round-robin: another node does not get n1's subnet at once...
+    let other = a.allocate("n3").unwrap();
+    assert_ne!(other, first);
+    // ...but n1, registered again, does.
+    assert_eq!(a.allocate("n1").unwrap(), first);
+}
+
+#[test]
+fn a_returning_node_gets_a_fresh_subnet_when_its_old_one_was_taken() {
+    let mut a = Allocator::from_config(&[(net("10.0.0.0/16"), 24)]);
+    let first = a.allocate("n1").unwrap();
+    a.release("n1");
+    // Someone adopts n1's old subnet by hand.
+    assert!(a.adopt("intruder", &first).is_empty());
+    let again = a.allocate("n1").unwrap();
+    assert_ne!(again, first);
+    assert_eq!(a.owned("intruder"), Some(first.as_slice()));
+}
