@@ -4,9 +4,7 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -14,7 +12,6 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 use weft_common::annotations::Mac;
 use weft_common::bridge::{ensure_address, link_by_name, link_kind, link_mac, link_mtu};
 
-use super::error::errno;
 use super::Error;
 
 /// The properties fixed at creation.
@@ -159,66 +156,19 @@ pub async fn ensure(
     Ok((index, mac))
 }
 
-/// Makes `addr` the device's only address of its family (the VTEP address, a /32 or
-/// /128), IPv6 link-local addresses aside.
+/// Makes `addr` (the VTEP address, a /32 or /128) the device's only global address;
+/// kernel-managed IPv6 link-local addresses stay. A VTEP address of an old pod CIDR is
+/// removed.
 pub async fn ensure_only_address(
     handle: &Handle,
     name: &str,
     index: u32,
     addr: IpNet,
 ) -> Result<(), Error> {
-    let mut present = false;
-    let mut stale = Vec::new();
-    let mut dump = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    while let Some(msg) = dump
-        .try_next()
-        .await
-        .map_err(|e| Error::netlink(format!("list addresses of {name}"), e))?
-    {
-        if msg.header.index != index {
-            continue;
-        }
-        let Some(ip) = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        }) else {
-            continue;
-        };
-        if (ip, msg.header.prefix_len) == (addr.addr(), addr.prefix_len()) {
-            present = true;
-        } else if ip.is_ipv4() == addr.addr().is_ipv4() && !is_link_local(&ip) {
-            stale.push((ip, msg));
-        }
-    }
-    for (ip, msg) in stale {
-        let prefix = msg.header.prefix_len;
-        match handle.address().del(msg).execute().await {
-            Ok(()) => {
-                tracing::info!(device = name, address = %format!("{ip}/{prefix}"), "removed a stale address")
-            }
-            Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
-            Err(e) => {
-                return Err(Error::netlink(
-                    format!("delete address {ip}/{prefix} of {name}"),
-                    e,
-                ))
-            }
-        }
-    }
-    if !present {
-        ensure_address(handle, index, addr.addr(), addr.prefix_len()).await?;
-    }
+    let keep = [(addr.addr(), addr.prefix_len())];
+    weft_common::bridge::remove_addresses_except(handle, name, index, &keep).await?;
+    ensure_address(handle, index, addr.addr(), addr.prefix_len()).await?;
     Ok(())
-}
-
-/// IPv6 link-local (fe80::/10): the kernel's, kept. Every other address of the VTEP's
-/// family is stale (e.g. the VTEP address of an old pod CIDR) and removed.
-fn is_link_local(ip: &IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
 }
 
 #[cfg(test)]
