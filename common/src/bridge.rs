@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::{AddressAttribute, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
@@ -62,8 +62,13 @@ pub fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
     })
 }
 
-/// Addresses currently on an interface.
-pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, Error> {
+/// The address messages of interface `index` (the kernel's dump filter is advisory, so
+/// other interfaces' entries are dropped here). `name` labels errors.
+async fn address_messages(
+    handle: &Handle,
+    name: &str,
+    index: u32,
+) -> Result<Vec<AddressMessage>, Error> {
     let mut out = Vec::new();
     let mut stream = handle
         .address()
@@ -73,18 +78,29 @@ pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>,
     while let Some(msg) = stream
         .try_next()
         .await
-        .map_err(|e| Error::netlink(format!("list addresses of ifindex {index}"), e))?
+        .map_err(|e| Error::netlink(format!("list addresses of {name}"), e))?
     {
-        if msg.header.index != index {
-            continue;
-        }
-        for attr in &msg.attributes {
-            if let AddressAttribute::Address(ip) = attr {
-                out.push((*ip, msg.header.prefix_len));
-            }
+        if msg.header.index == index {
+            out.push(msg);
         }
     }
     Ok(out)
+}
+
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    })
+}
+
+/// Addresses currently on an interface.
+pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, Error> {
+    let msgs = address_messages(handle, &format!("ifindex {index}"), index).await?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| address_of(m).map(|ip| (ip, m.header.prefix_len)))
+        .collect())
 }
 
 /// Adds an address unless it is already there.
@@ -201,23 +217,11 @@ pub async fn remove_addresses_except(
     keep: &[(IpAddr, u8)],
 ) -> Result<usize, Error> {
     let mut stale = Vec::new();
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| Error::netlink(format!("list addresses of {name}"), e))?
-    {
-        if msg.header.index != index || msg.header.scope != AddressScope::Universe {
+    for msg in address_messages(handle, name, index).await? {
+        if msg.header.scope != AddressScope::Universe {
             continue;
         }
-        let Some(ip) = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        }) else {
+        let Some(ip) = address_of(&msg) else {
             continue;
         };
         if !is_ipv6_link_local(&ip) && !keep.contains(&(ip, msg.header.prefix_len)) {
