@@ -5,9 +5,10 @@
 FROM rust:1.85-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p weft-cni -p weft-agent -p weft-controller --bins \
+# The CNI plugin is built static: it is copied onto the nodes and runs in their userland.
+RUN cargo build --release --locked -p weft-agent -p weft-controller --bins \
  && mkdir /out \
- && cp target/release/weft target/release/weft-agent target/release/weft-controller /out/
+ && cp "$(scripts/build-cni.sh)" target/release/weft-agent target/release/weft-controller /out/
 
 # The agent programs the firewall with `nft` and `iptables` (FORWARD accepts), so the
 # runtime image carries nftables and iptables.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the weft image on this machine without pulling anything from a registry.
 #
-#   1. cargo build --release of the three binaries (skip with WEFT_SKIP_CARGO=1);
+#   1. cargo build --release of weft-agent and weft-controller, and the static CNI
+#      plugin (scripts/build-cni.sh) (skip both with WEFT_SKIP_CARGO=1);
 #   2. a Debian bookworm base (debootstrap --variant=minbase, plus nftables and
 #      iptables for the agent's `nft` and `iptables`) imported with `docker import`;
 #      cached in $WEFT_CACHE/image and rebuilt only when its recipe changes;
@@ -13,7 +14,7 @@
 #
 # The image carries the label dev.weft.stamp: a hash of its binaries, Dockerfile.local and
 # base recipe. `build-image.sh --stamp` prints that hash for the binaries now in
-# target/release (and fails when they are missing) without building anything:
+# target/ (and fails when they are missing) without building anything:
 # `weft-e2e up` rebuilds the image when the two differ.
 set -euo pipefail
 
@@ -34,12 +35,17 @@ stamp_only=0
 
 # --- 1. binaries ---------------------------------------------------------------------
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+triple=$(rustc -vV | sed -n 's/^host: //p')
 if [[ ${WEFT_SKIP_CARGO:-0} != 1 && $stamp_only != 1 ]]; then
     log "cargo build --release"
-    cargo build --release --locked -p weft-cni -p weft-agent -p weft-controller --bins >&2
+    cargo build --release --locked -p weft-agent -p weft-controller --bins >&2
+    "$root/scripts/build-cni.sh" >/dev/null
 fi
-for b in weft weft-agent weft-controller; do
-    [[ -x $target_dir/release/$b ]] || { log "missing $target_dir/release/$b"; exit 1; }
+# The plugin is the static build: it runs on the nodes' own userland.
+bins=("$target_dir/$triple/release/weft" "$target_dir/release/weft-agent"
+      "$target_dir/release/weft-controller")
+for b in "${bins[@]}"; do
+    [[ -x $b ]] || { log "missing $b (run scripts/build-cni.sh and cargo build --release)"; exit 1; }
 done
 
 # --- 2. base image ---------------------------------------------------------------------
@@ -58,7 +64,7 @@ fi
 # The recipe's hash names the base: change the recipe, get a new base.
 recipe="suite=$suite variant=minbase packages=$packages prune=v1"
 key=$(printf '%s' "$recipe" | sha256sum | cut -c1-12)
-image_stamp=$( { (cd "$target_dir/release" && sha256sum weft weft-agent weft-controller)
+image_stamp=$( { sha256sum "${bins[@]}" | awk '{print $1}'
                  cat "$root/Dockerfile.local"; echo "$recipe"; } | sha256sum | cut -c1-16)
 if [[ $stamp_only == 1 ]]; then
     echo "$image_stamp"
@@ -93,7 +99,7 @@ fi
 # --- 3. the image ----------------------------------------------------------------------
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp "$target_dir"/release/{weft,weft-agent,weft-controller} "$ctx/"
+cp "${bins[@]}" "$ctx/"
 cp "$root/Dockerfile.local" "$ctx/Dockerfile"
 log "docker build $image"
 $docker build -q --build-arg "BASE=$base" --label "dev.weft.stamp=$image_stamp" -t "$image" "$ctx" >&2

@@ -29,6 +29,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "release binaries (image, benchmarks, e2e)"
 cargo build --release --workspace --locked
+scripts/build-cni.sh
 
 step "tests"
 cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}" --skip local_cluster_up_test_down

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build-k8s.sh
 cargo build --release --workspace
+scripts/build-cni.sh >/dev/null
 if [[ ${1:-} == demo ]]; then
   shift
   exec target/release/weft-e2e demo "$@"

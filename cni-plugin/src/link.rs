@@ -9,14 +9,14 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortKind,
+    InfoVeth, LinkAttribute, LinkFlags, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{
     Handle, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
-use weft_common::bridge::{ensure_bridge, link_by_name, link_kind, link_mac, link_mtu};
+use weft_common::bridge::{addresses, ensure_bridge, link_by_name, link_kind, link_mac, link_mtu};
 use weft_common::netns::Netns;
 use weft_common::subnet_file::NodeSubnet;
 
@@ -93,16 +93,21 @@ pub fn connect_in(ns: &Netns) -> Result<Handle, CniError> {
     Ok(handle)
 }
 
-/// A netlink handle in the current netns. Call from inside the runtime.
+/// A netlink handle in the current netns, with strict checking on where the kernel has
+/// it (so dumps filtered by interface are filtered by the kernel). Call from inside the
+/// runtime.
 pub fn connect() -> Result<Handle, CniError> {
-    let (conn, handle, _) = rtnetlink::new_connection()
+    let (mut conn, handle, _) = rtnetlink::new_connection()
         .map_err(|e| CniError::netlink(format!("netlink socket: {e}")))?;
+    // Older kernels lack the option; the dump is then filtered here instead.
+    let _ =
+        rtnetlink::sys::AsyncSocket::socket_ref(conn.socket_mut()).set_netlink_get_strict_chk(true);
     tokio::spawn(conn);
     Ok(handle)
 }
 
-/// The bridge's index and MAC, creating or fixing it only when needed (one lookup and one
-/// address dump when it is already right).
+/// The bridge's index and MAC, creating or fixing it only when needed (one lookup and
+/// one address dump of the bridge alone when it is already right).
 pub async fn bridge(host: &Handle, subnet: &NodeSubnet) -> Result<(u32, [u8; 6]), CniError> {
     let gateways: Vec<(IpAddr, IpNet)> = subnet
         .gateways
@@ -110,20 +115,21 @@ pub async fn bridge(host: &Handle, subnet: &NodeSubnet) -> Result<(u32, [u8; 6])
         .copied()
         .zip(subnet.node_cidrs.iter().copied())
         .collect();
-    // Both requests go out before either answer is read (one wait instead of two).
-    let (link, addrs) = futures::join!(link_by_name(host, &subnet.bridge), all_addresses(host));
-    if let Some(link) = link? {
+    if let Some(link) = link_by_name(host, &subnet.bridge).await? {
         let ok = link_kind(&link) == Some(&InfoKind::Bridge)
             && link.header.flags.contains(LinkFlags::Up)
             && link_mtu(&link) == Some(subnet.mtu);
         let index = link.header.index;
-        let have = addrs?;
-        if ok
-            && gateways
+        // Only the bridge's own addresses: with strict checking the kernel filters, so
+        // the cost does not grow with the number of pods on the node.
+        if ok {
+            let have = addresses(host, index).await?;
+            if gateways
                 .iter()
-                .all(|(gw, net)| have.contains(&(index, *gw, net.prefix_len())))
-        {
-            return Ok((index, link_mac(&link).unwrap_or_default()));
+                .all(|(gw, net)| have.contains(&(*gw, net.prefix_len())))
+            {
+                return Ok((index, link_mac(&link).unwrap_or_default()));
+            }
         }
     }
     let index = ensure_bridge(host, &subnet.bridge, subnet.mtu, &gateways).await?;
@@ -132,20 +138,6 @@ pub async fn bridge(host: &Handle, subnet: &NodeSubnet) -> Result<(u32, [u8; 6])
         .and_then(|l| link_mac(&l))
         .unwrap_or_default();
     Ok((index, mac))
-}
-
-/// Every address in the netns: (ifindex, address, prefix length).
-async fn all_addresses(handle: &Handle) -> Result<Vec<(u32, IpAddr, u8)>, CniError> {
-    let mut out = Vec::new();
-    let mut stream = handle.address().get().execute();
-    while let Some(msg) = stream.try_next().await.map_err(nl_err("list addresses"))? {
-        for attr in &msg.attributes {
-            if let AddressAttribute::Address(ip) = attr {
-                out.push((msg.header.index, *ip, msg.header.prefix_len));
-            }
-        }
-    }
-    Ok(out)
 }
 
 pub struct VethSpec<'a> {
@@ -157,8 +149,11 @@ pub struct VethSpec<'a> {
     pub netns: &'a Netns,
 }
 
-/// Creates the pair in one message: the host end attached to the bridge and up, the peer
-/// created directly inside the pod netns, named `pod_ifname` and up. Then hairpin on.
+/// Creates the pair: the host end attached to the bridge, the peer created directly
+/// inside the pod netns, named `pod_ifname`. A second message, sent before the first
+/// answer is read, sets hairpin on the host end and brings it up without IPv6 address
+/// generation: a bridge port needs no link-local address, and skipping it saves the
+/// kernel an address, a route and DAD per pod (and keeps host address dumps small).
 /// Sets `created` once the pair exists (so the caller knows what to roll back).
 pub async fn create_veth(
     host: &Handle,
@@ -168,27 +163,36 @@ pub async fn create_veth(
 ) -> Result<(), CniError> {
     // The peer cannot be brought up in this message: the kernel opens it before the pair
     // is joined (ENOTCONN). `pod_up` does it.
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(s.pod_ifname)
         .mtu(s.mtu)
         .setns_by_fd(s.netns.fd.as_raw_fd())
         .build();
-    let msg = LinkVeth::new(s.host_name, s.pod_ifname)
+    peer.attributes.extend(one_queue());
+    // IFLA_AF_SPEC is refused on create (EAFNOSUPPORT), hence the second message.
+    let mut msg = LinkVeth::new(s.host_name, s.pod_ifname)
         .mtu(s.mtu)
         .address(s.host_mac.to_vec())
         .controller(s.bridge_index)
-        .up()
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
-    let hairpin = LinkMessageBuilder::<LinkBridgePort>::default()
+    msg.attributes.extend(one_queue());
+    let mut port = LinkMessageBuilder::<LinkBridgePort>::default()
         .name(s.host_name)
         .set_port_kind(InfoPortKind::Bridge)
         .append_info_data(InfoBridgePort::HairpinMode(true))
+        .up()
         .build();
-    // Sent back to back; the kernel handles them in order, so hairpin finds the new port.
-    let (created, hairpin) = futures::join!(
+    if ipv6_enabled() {
+        port.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+    }
+    // Sent back to back; the kernel handles them in order, so the second finds the port.
+    let (created, port) = futures::join!(
         host.link().add(msg).execute(),
-        host.link().set_port(hairpin).execute()
+        host.link().set_port(port).execute()
     );
     if let Err(e) = created {
         if errno(&e) == Some(libc::EEXIST) {
@@ -216,7 +220,21 @@ pub async fn create_veth(
         ))(e));
     }
     *created_flag = true;
-    hairpin.map_err(nl_err(format!("hairpin on {}", s.host_name)))
+    port.map_err(nl_err(format!("hairpin and up on {}", s.host_name)))
+}
+
+/// One TX and one RX queue, said explicitly. Without them a veth end gets one queue per
+/// CPU and the kernel then cuts the active count down to one, which waits for an
+/// expedited RCU grace period: twice per pair, and on a busy node that wait was the
+/// largest single part of an ADD. One queue is what a veth uses anyway.
+fn one_queue() -> [LinkAttribute; 2] {
+    [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]
+}
+
+/// Whether this kernel has IPv6 at all (booted with `ipv6.disable=1` it has no
+/// `/proc/sys/net/ipv6`, and any IPv6 link attribute is refused).
+fn ipv6_enabled() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
 }
 
 /// Looks up the pod interface: (index, MAC).

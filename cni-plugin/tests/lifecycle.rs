@@ -80,6 +80,20 @@ fn two_pods_on_one_bridge_ping_each_other_and_the_gateway() {
         hl.contains(ra["interfaces"][1]["mac"].as_str().unwrap()),
         "{hl}"
     );
+    // The host end is up, has one queue pair (no RCU wait at creation) and no IPv6
+    // link-local address (a bridge port needs none).
+    assert!(
+        hl.contains("state UP")
+            && hl.contains("addrgenmode none")
+            && hl.contains("numtxqueues 1 numrxqueues 1"),
+        "{hl}"
+    );
+    assert!(
+        common::ip(&["-6", "addr", "show", "dev", host])
+            .trim()
+            .is_empty(),
+        "the host veth has no IPv6 address"
+    );
     let addrs = String::from_utf8(
         a.exec(&["ip", "-6", "addr", "show", "eth0", "scope", "global"])
             .stdout,

@@ -143,7 +143,22 @@ fn image_built_locally_runs_every_binary_the_manifests_use() {
         ],
     );
     assert!(ok, "weft-agent install-cni: {text}");
-    assert!(bin_dir.join("weft").is_file(), "plugin installed");
+    let plugin = bin_dir.join("weft");
+    assert!(plugin.is_file(), "plugin installed");
+    // The plugin runs in the node's own userland, not the image's: it must be static,
+    // and it must run here, outside the image.
+    assert!(
+        weft_e2e::elf::is_static(&plugin),
+        "the installed plugin is dynamically linked (scripts/build-cni.sh builds it static)"
+    );
+    let version = Command::new(&plugin)
+        .env("CNI_COMMAND", "VERSION")
+        .output()
+        .expect("run the installed plugin on the host");
+    assert!(
+        version.status.success() && String::from_utf8_lossy(&version.stdout).contains("1.1.0"),
+        "installed plugin VERSION on the host: {version:?}"
+    );
     assert!(
         conf_dir.join("10-weft.conflist").is_file(),
         "conflist installed"

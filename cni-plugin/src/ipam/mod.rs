@@ -65,6 +65,24 @@ mod tests {
     }
 
     #[test]
+    fn last_reserved_is_rewritten_in_place_without_stale_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::lock(dir.path()).unwrap();
+        let v6: IpAddr = "fd00:1234:5678:9abc:def0:1234:5678:9abc".parse().unwrap();
+        let v4: IpAddr = "10.1.0.2".parse().unwrap();
+        s.set_last_reserved(&[Some(v6), Some(v4)]).unwrap();
+        assert_eq!(s.last_reserved(2), vec![Some(v6), Some(v4)]);
+        // A shorter address over a longer one, and fewer pools than before.
+        s.set_last_reserved(&[Some(v4)]).unwrap();
+        assert_eq!(s.last_reserved(2), vec![Some(v4), None]);
+        s.set_last_reserved(&[None, Some(v6)]).unwrap();
+        assert_eq!(s.last_reserved(2), vec![None, Some(v6)]);
+        // Garbage (a torn write from some other tool) is only a lost hint.
+        std::fs::write(dir.path().join("last_reserved"), "not an address\n").unwrap();
+        assert_eq!(s.last_reserved(1), vec![None]);
+    }
+
+    #[test]
     fn exhaustion_is_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let pools = [pool("10.1.0.0/30")]; // one host address besides the gateway

@@ -168,18 +168,34 @@ impl Stats {
     }
 }
 
+/// The plugin to measure: `$WEFT_BIN`, else the static build that ships in the image
+/// (`scripts/build-cni.sh`: `<target>/<host triple>/release/weft`), else the dynamic
+/// one next to this executable, with a warning (it starts slower).
 fn locate_weft() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("WEFT_BIN") {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join("weft");
+    let release = exe.parent().context("exe dir")?;
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let shipped = release
+        .parent()
+        .map(|t| t.join(&triple).join("release/weft"));
+    if let Some(p) = shipped.filter(|p| p.exists()) {
+        return Ok(p);
+    }
+    let p = release.join("weft");
     if !p.exists() {
         bail!(
-            "{} not found: run `cargo build --release -p weft-cni` first, or set WEFT_BIN",
+            "{} not found: run scripts/build-cni.sh first, or set WEFT_BIN",
             p.display()
         );
     }
+    eprintln!(
+        "warning: measuring the dynamically linked {}; the image ships the static build \
+         (scripts/build-cni.sh), which starts faster",
+        p.display()
+    );
     Ok(p)
 }
 
@@ -259,6 +275,12 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("bench cni needs root (it creates network namespaces, bridges and veths)");
     }
     let weft_bin = locate_weft()?;
+    let weft_static = weft_e2e::elf::is_static(&weft_bin);
+    eprintln!(
+        "weft plugin: {} ({})",
+        weft_bin.display(),
+        if weft_static { "static" } else { "dynamic" }
+    );
     let ref_dir = PathBuf::from(
         std::env::var("WEFT_CNI_REF").unwrap_or_else(|_| "/var/cache/weft/cni".into()),
     );
@@ -345,6 +367,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut out = json!({
         "bench": "cni",
         "pods": opts.pods,
+        "weft_static": weft_static,
         "parallel": opts.parallel,
         "weft_add_p50_ms": r(ws.0.pct(50.0)),
         "weft_add_p99_ms": r(ws.0.pct(99.0)),
