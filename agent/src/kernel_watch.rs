@@ -125,6 +125,7 @@ pub fn subscribe(
         MulticastGroup::Link,
         MulticastGroup::Neigh,
         MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
     ])?;
     if let Err(e) =
         rtnetlink::sys::AsyncSocket::socket_mut(conn.socket_mut()).set_rx_buf_sz(RX_BUFFER)

@@ -20,12 +20,10 @@ use weft_common::annotations::{self as ann, vtep_from};
 use crate::peers::Peer;
 
 /// Node annotations the agent reads; every other annotation is dropped while parsing.
-pub const WATCHED_ANNOTATIONS: [&str; 6] = [
+pub const WATCHED_ANNOTATIONS: [&str; 4] = [
     ann::VTEP_MAC,
     ann::PUBLIC_IP,
     ann::VNI,
-    ann::VTEP_MAC_V6,
-    ann::PUBLIC_IP_V6,
     ann::PUBLIC_IP_OVERRIDE,
 ];
 
@@ -169,10 +167,8 @@ impl NodeLite {
             .filter(|(k, _)| WATCHED_ANNOTATIONS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        for v6 in [false, true] {
-            if let Err(e) = vtep_from(&annotations, v6) {
-                problems.push(e);
-            }
+        if let Err(e) = vtep_from(&annotations) {
+            problems.push(e);
         }
         NodeLite {
             name: node.metadata.name.clone().unwrap_or_default(),
@@ -189,25 +185,18 @@ impl NodeLite {
         if self.pod_cidrs.is_empty() {
             return None;
         }
-        let vtep = vtep_from(&self.annotations, false).ok().flatten();
-        let vtep_v6 = vtep_from(&self.annotations, true).ok().flatten();
-        let family_ip = vtep.or(vtep_v6).map(|v| v.public_ip);
-        let node_ip = family_ip
-            .and_then(|want| {
-                self.internal_ips
-                    .iter()
-                    .find(|ip| ip.is_ipv4() == want.is_ipv4())
-            })
+        let vtep = vtep_from(&self.annotations).ok().flatten()?;
+        // The InternalIP of the VTEP's family, for direct routing.
+        let node_ip = self
+            .internal_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == vtep.public_ip.is_ipv4())
             .or(self.internal_ips.first())
             .copied();
-        if vtep.is_none() && vtep_v6.is_none() {
-            return None;
-        }
         Some(Peer {
             name: self.name.clone(),
             pod_cidrs: self.pod_cidrs.clone(),
-            vtep,
-            vtep_v6,
+            vtep: Some(vtep),
             node_ip,
         })
     }
@@ -458,7 +447,6 @@ mod tests {
                     mac: "02:00:00:00:00:02".parse::<Mac>().unwrap(),
                     public_ip: "192.168.0.12".parse().unwrap()
                 }),
-                vtep_v6: None,
                 node_ip: Some("192.168.0.12".parse().unwrap()),
             }
         );

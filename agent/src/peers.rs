@@ -12,10 +12,8 @@ pub struct Peer {
     pub name: String,
     /// spec.podCIDRs, IPv4 first when dual-stack.
     pub pod_cidrs: Vec<IpNet>,
-    /// VTEP of the node's IPv4 VXLAN device, once published.
+    /// VTEP of the node's VXLAN device (both pod address families), once published.
     pub vtep: Option<Vtep>,
-    /// VTEP of the node's IPv6 VXLAN device, once published (dual-stack).
-    pub vtep_v6: Option<Vtep>,
     /// The node's InternalIP, used for direct routing on a shared L2 subnet.
     pub node_ip: Option<IpAddr>,
 }

@@ -48,9 +48,8 @@ pub fn public_ip(
     }
 }
 
-/// The annotations this node should carry: the IPv4 VTEP keys when the node has an
-/// IPv4 pod CIDR, and the VNI. The `-v6` keys are not published: the datapath does not
-/// program an IPv6 VXLAN device yet, so peers must not believe there is one.
+/// The annotations this node should carry: its VTEP (one device serves every pod CIDR,
+/// IPv4 and IPv6) once it has a pod CIDR, and the VNI.
 pub fn desired_annotations(
     mac: Mac,
     public_ip: IpAddr,
@@ -58,7 +57,7 @@ pub fn desired_annotations(
     pod_cidrs: &[IpNet],
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if pod_cidrs.iter().any(|n| matches!(n, IpNet::V4(_))) {
+    if !pod_cidrs.is_empty() {
         out.insert(ann::VTEP_MAC.to_string(), mac.to_string());
         out.insert(ann::PUBLIC_IP.to_string(), public_ip.to_string());
     }
@@ -155,7 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn desired_annotations_are_the_ipv4_vtep_and_the_vni() {
+    fn desired_annotations_are_the_vtep_and_the_vni_for_any_family() {
         let ip: IpAddr = "192.168.0.11".parse().unwrap();
         let v4 = desired_annotations(mac(), ip, 1, &["10.244.1.0/24".parse().unwrap()]);
         assert_eq!(
@@ -178,6 +177,10 @@ mod tests {
         assert_eq!(dual.len(), 3);
         assert_eq!(dual[ann::VTEP_MAC], "02:00:00:00:00:01");
         assert_eq!(dual[ann::VNI], "7");
+        // An IPv6-only node has the same VTEP keys; no pod CIDR yet: only the VNI.
+        let v6 = desired_annotations(mac(), ip, 1, &["fd00:10:244:1::/64".parse().unwrap()]);
+        assert_eq!(v6.len(), 3);
+        assert_eq!(desired_annotations(mac(), ip, 1, &[]).len(), 1);
     }
 
     #[test]

@@ -48,6 +48,73 @@ fn every_pod_reaches_every_remote_pod_with_its_own_source_ip() {
 }
 
 #[test]
+fn dual_stack_pods_reach_remote_pods_over_ipv6_on_the_same_device() {
+    if !weft_common::require_root("dual_stack_pods_reach_remote_pods_over_ipv6_on_the_same_device")
+    {
+        return;
+    }
+    // IPv4-only underlay; IPv6 pod traffic rides the one weft.1 device.
+    let c = Cluster::dual_stack("dual", 3, 1);
+    c.sync_all();
+    let n1 = &c.nodes[0];
+    let addrs = show(&n1.ns, "-6 addr show dev weft.1 scope global");
+    assert!(addrs.contains("fd00:10:244:1::/128"), "{addrs}");
+    let routes = show(&n1.ns, "-6 route show proto 87");
+    assert!(
+        routes.contains("fd00:10:244:2::/64 via fd00:10:244:2:: dev weft.1"),
+        "{routes}"
+    );
+    let neigh = show(&n1.ns, "-6 neigh show dev weft.1 nud permanent");
+    assert!(
+        neigh.contains(&format!(
+            "fd00:10:244:3:: lladdr {}",
+            c.nodes[2].mac.unwrap()
+        )),
+        "{neigh}"
+    );
+    // Still one FDB entry per peer.
+    let fdb = must(&["bridge", "-n", &n1.ns, "fdb", "show", "dev", "weft.1"]);
+    assert_eq!(
+        fdb.lines().filter(|l| l.contains(" dst ")).count(),
+        2,
+        "{fdb}"
+    );
+
+    let mut port = 7600;
+    for (a, na) in c.nodes.iter().enumerate() {
+        for (b, nb) in c.nodes.iter().enumerate() {
+            if a == b {
+                continue;
+            }
+            let (pa, pb) = (&na.pods[0], &nb.pods[0]);
+            let (src, dst) = (pa.ip6.unwrap(), pb.ip6.unwrap());
+            assert!(ping_ok(&pa.ns, dst), "{src} cannot ping {dst}");
+            port += 1;
+            let seen = seen_source(&pa.ns, &pb.ns, dst, port);
+            assert_eq!(seen, src, "receiver {dst} saw {seen}, not the pod IP");
+            // IPv4 still works alongside.
+            assert!(ping_ok(&pa.ns, pb.ip), "{} cannot ping {}", pa.ip, pb.ip);
+        }
+    }
+    // The kernel keeps IPv6 routes at metric 1024: a second sync must find nothing to do.
+    let s = n1.agent.sync(c.peers_of(0)).unwrap();
+    assert_eq!((s.peers, s.added, s.removed, s.updated), (2, 0, 0, 0));
+    // A hand-deleted IPv6 neighbour and route come back; the peer dropping its IPv6 CIDR
+    // takes only its IPv6 entries away.
+    ip(&n1.ns, "-6 neigh del fd00:10:244:2:: dev weft.1");
+    ip(&n1.ns, "-6 route del fd00:10:244:3::/64");
+    let s = n1.agent.sync(c.peers_of(0)).unwrap();
+    assert_eq!((s.added, s.removed, s.updated), (2, 0, 0), "{s:?}");
+    assert!(ping_ok(&n1.pods[0].ns, c.nodes[2].pods[0].ip6.unwrap()));
+    let mut peers = c.peers_of(0);
+    peers[1].pod_cidrs.truncate(1);
+    let s = n1.agent.sync(peers).unwrap();
+    assert_eq!((s.added, s.removed, s.updated), (0, 2, 0), "{s:?}");
+    assert!(!show(&n1.ns, "-6 route show proto 87").contains("fd00:10:244:3::/64"));
+    assert!(ping_ok(&n1.pods[0].ns, c.nodes[2].pods[0].ip));
+}
+
+#[test]
 fn removed_peer_disappears_and_hand_deleted_entries_come_back() {
     if !weft_common::require_root("removed_peer_disappears_and_hand_deleted_entries_come_back") {
         return;

@@ -9,16 +9,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub const PREFIX: &str = "weft.dev/";
-/// MAC address of the node's IPv4 VXLAN device, `aa:bb:cc:dd:ee:ff`.
+/// MAC address of the node's VXLAN device, `aa:bb:cc:dd:ee:ff`. One device carries both
+/// pod address families (see docs/architecture.md), so there is no per-family key.
 pub const VTEP_MAC: &str = "weft.dev/vtep-mac";
-/// Underlay address peers send VXLAN packets to for the IPv4 pod network.
+/// Underlay address peers send VXLAN packets to.
 pub const PUBLIC_IP: &str = "weft.dev/public-ip";
 /// VXLAN network identifier in use on the node.
 pub const VNI: &str = "weft.dev/vni";
-/// MAC address of the node's IPv6 VXLAN device.
-pub const VTEP_MAC_V6: &str = "weft.dev/vtep-mac-v6";
-/// Underlay address peers send VXLAN packets to for the IPv6 pod network.
-pub const PUBLIC_IP_V6: &str = "weft.dev/public-ip-v6";
 /// Set by an operator: the underlay address to publish instead of the detected one.
 pub const PUBLIC_IP_OVERRIDE: &str = "weft.dev/public-ip-override";
 /// Field manager the agent uses for its patches.
@@ -67,33 +64,24 @@ impl std::str::FromStr for Mac {
     }
 }
 
-/// What a peer needs to reach a node's VTEP for one address family.
+/// What a peer needs to reach a node's VTEP.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Vtep {
     pub mac: Mac,
     pub public_ip: IpAddr,
 }
 
-/// Reads a node's VTEP from its annotations. `v6` picks the IPv6 pod network's keys.
-/// An operator's override wins over the published IPv4 public IP.
-/// Returns `Ok(None)` when the node has not published one yet.
-pub fn vtep_from(annotations: &BTreeMap<String, String>, v6: bool) -> Result<Option<Vtep>, String> {
-    let (mac_key, ip_key) = if v6 {
-        (VTEP_MAC_V6, PUBLIC_IP_V6)
-    } else {
-        (VTEP_MAC, PUBLIC_IP)
-    };
+/// Reads a node's VTEP from its annotations. An operator's override wins over the
+/// published public IP. Returns `Ok(None)` when the node has not published one yet.
+pub fn vtep_from(annotations: &BTreeMap<String, String>) -> Result<Option<Vtep>, String> {
+    let (mac_key, ip_key) = (VTEP_MAC, PUBLIC_IP);
     let (Some(mac), Some(ip)) = (annotations.get(mac_key), annotations.get(ip_key)) else {
         return Ok(None);
     };
     let mac: Mac = mac
         .parse()
         .map_err(|e| format!("annotation {mac_key}: {e}"))?;
-    let ip_text = if v6 {
-        ip
-    } else {
-        annotations.get(PUBLIC_IP_OVERRIDE).unwrap_or(ip)
-    };
+    let ip_text = annotations.get(PUBLIC_IP_OVERRIDE).unwrap_or(ip);
     let public_ip: IpAddr = ip_text
         .trim()
         .parse()
@@ -125,7 +113,7 @@ mod tests {
     #[test]
     fn vtep_needs_both_keys() {
         assert_eq!(
-            vtep_from(&ann(&[(VTEP_MAC, "02:00:00:00:00:01")]), false),
+            vtep_from(&ann(&[(VTEP_MAC, "02:00:00:00:00:01")])),
             Ok(None)
         );
     }
@@ -137,16 +125,16 @@ mod tests {
             (PUBLIC_IP, "192.168.1.5"),
             (PUBLIC_IP_OVERRIDE, "203.0.113.9"),
         ]);
-        let v = vtep_from(&a, false).unwrap().unwrap();
+        let v = vtep_from(&a).unwrap().unwrap();
         assert_eq!(v.public_ip, "203.0.113.9".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn bad_values_name_the_annotation() {
         let a = ann(&[(VTEP_MAC, "02:00:00:00:00:01"), (PUBLIC_IP, "not-an-ip")]);
-        let err = vtep_from(&a, false).unwrap_err();
+        let err = vtep_from(&a).unwrap_err();
         assert!(err.contains(PUBLIC_IP), "{err}");
         let a = ann(&[(VTEP_MAC, "nope"), (PUBLIC_IP, "10.0.0.1")]);
-        assert!(vtep_from(&a, false).unwrap_err().contains(VTEP_MAC));
+        assert!(vtep_from(&a).unwrap_err().contains(VTEP_MAC));
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
@@ -110,7 +110,15 @@ pub async fn ensure_address(
     ip: IpAddr,
     prefix: u8,
 ) -> Result<(), Error> {
-    match handle.address().add(index, ip, prefix).execute().await {
+    let mut req = handle.address().add(index, ip, prefix);
+    if ip.is_ipv6() {
+        // Gateways and VTEP addresses are weft's to hand out: duplicate detection would
+        // only hold them tentative (unusable) for a second.
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    match req.execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.code.map(|c| -c.get()) == Some(EEXIST) => {
             Ok(())

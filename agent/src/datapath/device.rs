@@ -156,18 +156,20 @@ pub async fn ensure(
     Ok((index, mac))
 }
 
-/// Makes `addr` (the VTEP address, a /32 or /128) the device's only global address;
-/// kernel-managed IPv6 link-local addresses stay. A VTEP address of an old pod CIDR is
-/// removed.
-pub async fn ensure_only_address(
+/// Makes `addrs` (the VTEP addresses: /32 for IPv4, /128 for IPv6) the device's only
+/// global addresses; kernel-managed IPv6 link-local addresses stay. A VTEP address of an
+/// old pod CIDR is removed.
+pub async fn ensure_only_addresses(
     handle: &Handle,
     name: &str,
     index: u32,
-    addr: IpNet,
+    addrs: &[IpNet],
 ) -> Result<(), Error> {
-    let keep = [(addr.addr(), addr.prefix_len())];
+    let keep: Vec<(IpAddr, u8)> = addrs.iter().map(|a| (a.addr(), a.prefix_len())).collect();
     weft_common::bridge::remove_addresses_except(handle, name, index, &keep).await?;
-    ensure_address(handle, index, addr.addr(), addr.prefix_len()).await?;
+    for a in addrs {
+        ensure_address(handle, index, a.addr(), a.prefix_len()).await?;
+    }
     Ok(())
 }
 

@@ -104,8 +104,8 @@ impl DumpSocket {
         self.strict
     }
 
-    /// weft's IPv4 routes (main table, weft's protocol), the IPv4 neighbours and the FDB
-    /// entries of `device` (0: of every device), one after the other. Blocking; the
+    /// weft's routes (main table, weft's protocol), the neighbours and the FDB entries of
+    /// `device` (0: of every device), one after the other; IPv4 and IPv6. Blocking; the
     /// kernel answers at once.
     pub fn dump(&mut self, device: u32) -> Result<Actual, Error> {
         Ok(Actual {
@@ -115,19 +115,39 @@ impl DumpSocket {
         })
     }
 
-    /// weft's IPv4 routes: main table, weft's protocol (the kernel may send more).
+    /// weft's routes of both families: main table, weft's protocol (the kernel may send
+    /// more). An empty IPv6 dump costs one round trip.
     pub fn routes(&mut self) -> Result<Vec<ActualRoute>, Error> {
-        self.collect("dump routes", &route_request(), RTM_NEWROUTE, parse_route)
+        let mut out = self.collect(
+            "dump IPv4 routes",
+            &route_request(libc::AF_INET as u8),
+            RTM_NEWROUTE,
+            parse_route,
+        )?;
+        out.extend(self.collect(
+            "dump IPv6 routes",
+            &route_request(libc::AF_INET6 as u8),
+            RTM_NEWROUTE,
+            parse_route,
+        )?);
+        Ok(out)
     }
 
-    /// The IPv4 neighbours of `device` (0: of every device).
+    /// The IPv4 and IPv6 neighbours of `device` (0: of every device).
     pub fn neighbours(&mut self, device: u32) -> Result<Vec<ActualNeigh>, Error> {
-        self.collect(
-            "dump neighbours",
+        let mut out = self.collect(
+            "dump IPv4 neighbours",
             &neigh_request(libc::AF_INET as u8, device),
             RTM_NEWNEIGH,
             parse_neigh,
-        )
+        )?;
+        out.extend(self.collect(
+            "dump IPv6 neighbours",
+            &neigh_request(libc::AF_INET6 as u8, device),
+            RTM_NEWNEIGH,
+            parse_neigh,
+        )?);
+        Ok(out)
     }
 
     /// The FDB entries of `device` (0: of every device).
@@ -265,20 +285,11 @@ fn header(ty: u16, body_len: usize) -> Vec<u8> {
     b
 }
 
-/// `rtmsg` for IPv4 with table main and weft's protocol: the kernel's filter.
-fn route_request() -> Request {
+/// `rtmsg` for `family` with table main and weft's protocol: the kernel's filter.
+fn route_request(family: u8) -> Request {
     let mut b = header(RTM_GETROUTE, 12);
     // family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32)
-    b.extend_from_slice(&[
-        libc::AF_INET as u8,
-        0,
-        0,
-        0,
-        MAIN_TABLE as u8,
-        ROUTE_PROTOCOL,
-        0,
-        0,
-    ]);
+    b.extend_from_slice(&[family, 0, 0, 0, MAIN_TABLE as u8, ROUTE_PROTOCOL, 0, 0]);
     b.extend_from_slice(&0u32.to_ne_bytes());
     Request { bytes: b }
 }
@@ -493,7 +504,7 @@ mod tests {
 
     #[test]
     fn requests_carry_the_kernel_filters() {
-        let r = route_request().bytes;
+        let r = route_request(libc::AF_INET as u8).bytes;
         assert_eq!(u32_at(&r, 0) as usize, r.len());
         assert_eq!((r[16], r[20], r[21]), (libc::AF_INET as u8, 254, 87));
         let n = neigh_request(libc::AF_INET as u8, 5).bytes;

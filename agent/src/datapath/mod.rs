@@ -8,15 +8,18 @@
 //!   once, routes last.
 //! * [`cleanup`] removes everything weft created.
 //!
-//! Per remote node (IPv4 pod network): a permanent neighbour `<vtep ip> lladdr <mac>`, an
-//! FDB entry `<mac> dst <underlay ip> self permanent` on the VXLAN device, and a route
-//! `<pod cidr> via <vtep ip> dev <device> onlink proto 87` (the VTEP IP is the network
-//! address of the pod CIDR). With direct routing, a node on the underlay's subnet gets
-//! `<pod cidr> via <node ip> proto 87` instead. Routes are recognised by weft's protocol
-//! number [`plan::ROUTE_PROTOCOL`] (87); neighbours and FDB entries by the device.
+//! Per remote node: one FDB entry `<mac> dst <underlay ip> self permanent` on the VXLAN
+//! device and, for each of its pod CIDRs, a permanent neighbour `<vtep ip> lladdr <mac>`
+//! and a route `<pod cidr> via <vtep ip> dev <device> onlink proto 87` (the VTEP IP is
+//! the network address of that pod CIDR). With direct routing, a pod CIDR of the node
+//! IP's family, for a node on the underlay's subnet, gets `<pod cidr> via <node ip> proto
+//! 87` instead. Routes are recognised by weft's protocol number [`plan::ROUTE_PROTOCOL`]
+//! (87); neighbours and FDB entries by the device.
 //!
-//! IPv6 pod networks (dual-stack) are not programmed yet: an IPv6 pod CIDR gets its
-//! gateway on the bridge and IPv6 forwarding, but no VXLAN device or peer entries.
+//! Dual-stack: the one VXLAN device carries IPv4 and IPv6 pod traffic alike (VXLAN is an
+//! Ethernet tunnel: the inner family does not depend on the underlay's), over whichever
+//! underlay the node uses. So a node has one MAC and one FDB entry per peer whatever its
+//! families, and dual-stack pods work on nodes with IPv4-only (or IPv6-only) addresses.
 
 pub mod device;
 pub mod dump;
@@ -87,7 +90,8 @@ pub struct Datapath {
     handle: rtnetlink::Handle,
     mac: Mac,
     spec: VxlanSpec,
-    vtep_addr: IpNet,
+    /// The device's addresses: the network address of each pod CIDR (/32, /128).
+    vtep_addrs: Vec<IpNet>,
     state: Mutex<DeviceState>,
     /// Opened in the node's netns by `setup`: one per kind of entry (routes, neighbours,
     /// FDB), so the three dumps run at once on blocking threads.
@@ -96,12 +100,18 @@ pub struct Datapath {
     sync_lock: tokio::sync::Mutex<()>,
 }
 
-fn v4_pod_cidr(cfg: &DatapathConfig) -> Result<IpNet, Error> {
-    cfg.pod_cidrs
+/// The VTEP addresses for `pod_cidrs`: each one's network address, as a host route.
+fn vtep_addrs(pod_cidrs: &[IpNet]) -> Result<Vec<IpNet>, Error> {
+    if pod_cidrs.is_empty() {
+        return Err(Error::Config("the node has no pod CIDR".into()));
+    }
+    Ok(pod_cidrs
         .iter()
-        .find(|c| matches!(c, IpNet::V4(_)))
-        .copied()
-        .ok_or_else(|| Error::Config(format!("no IPv4 pod CIDR among {:?}", cfg.pod_cidrs)))
+        .map(|c| {
+            let ip = plan::vtep_ip(c);
+            IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("host prefix is valid")
+        })
+        .collect())
 }
 
 fn check(cfg: &DatapathConfig) -> Result<(), Error> {
@@ -167,7 +177,7 @@ impl Datapath {
     /// calling thread's, for sysctls and `nft`).
     pub async fn setup(cfg: DatapathConfig, handle: rtnetlink::Handle) -> Result<Datapath, Error> {
         check(&cfg)?;
-        let v4 = v4_pod_cidr(&cfg)?;
+        let vtep_addrs = vtep_addrs(&cfg.pod_cidrs)?;
         let spec = VxlanSpec {
             vni: cfg.vni,
             port: cfg.port,
@@ -176,8 +186,7 @@ impl Datapath {
         };
         let dev = &cfg.vxlan_device;
         let (ifindex, mac) = device::ensure(&handle, dev, &spec, cfg.mtu, cfg.mac).await?;
-        let vtep_addr = IpNet::new(plan::vtep_ip(&v4), 32).expect("/32 is valid");
-        device::ensure_only_address(&handle, dev, ifindex, vtep_addr).await?;
+        device::ensure_only_addresses(&handle, dev, ifindex, &vtep_addrs).await?;
 
         let gateways: Vec<(IpAddr, IpNet)> =
             cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
@@ -209,13 +218,13 @@ impl Datapath {
             &cfg.bridge,
         )
         .write_atomic(&cfg.subnet_file)?;
-        tracing::info!(device = %dev, %mac, ifindex, vtep = %vtep_addr, "datapath ready");
+        tracing::info!(device = %dev, %mac, ifindex, vtep = ?vtep_addrs, "datapath ready");
         Ok(Datapath {
             cfg,
             handle,
             mac,
             spec,
-            vtep_addr,
+            vtep_addrs,
             state: Mutex::new(DeviceState {
                 ifindex,
                 underlay_net,
@@ -333,7 +342,7 @@ impl Datapath {
         tracing::warn!(device = %dev, "VXLAN device missing or changed; recreating");
         let (ifindex, _) =
             device::ensure(&self.handle, dev, &self.spec, self.cfg.mtu, Some(self.mac)).await?;
-        device::ensure_only_address(&self.handle, dev, ifindex, self.vtep_addr).await?;
+        device::ensure_only_addresses(&self.handle, dev, ifindex, &self.vtep_addrs).await?;
         self.state.lock().expect("state lock").ifindex = ifindex;
         Ok(ifindex)
     }

@@ -148,7 +148,18 @@ pub fn vtep_ip(pod_cidr: &IpNet) -> IpAddr {
     pod_cidr.network()
 }
 
-/// The entries for the IPv4 pod network of every peer.
+/// The metric weft's routes carry: 0 for IPv4; 1024 for IPv6, where the kernel stores a
+/// route added without one at 1024 (asking for it keeps desired and dumped routes equal).
+pub fn route_metric(dst: &IpNet) -> u32 {
+    match dst {
+        IpNet::V4(_) => 0,
+        IpNet::V6(_) => 1024,
+    }
+}
+
+/// The entries for every peer, for each of its pod CIDRs (IPv4 and IPv6 alike ride the one
+/// VXLAN device): per CIDR a neighbour for its VTEP IP and an onlink route, per peer one
+/// FDB entry. A peer is programmed whole or not at all.
 pub fn desired<'a>(peers: &'a [Peer], local: &Local) -> Desired<'a> {
     let mut out = Desired {
         neighs: key_map(peers.len()),
@@ -157,76 +168,87 @@ pub fn desired<'a>(peers: &'a [Peer], local: &Local) -> Desired<'a> {
         ..Default::default()
     };
     for peer in peers {
-        let Some(cidr) = peer
-            .pod_cidrs
-            .iter()
-            .find(|c| matches!(c, IpNet::V4(_)))
-            .copied()
-        else {
-            out.skipped
-                .push((peer.name.clone(), "no IPv4 pod CIDR".into()));
-            continue;
-        };
-        if local
-            .own_pod_cidrs
-            .iter()
-            .any(|own| own.contains(&cidr) || cidr.contains(own))
-        {
-            out.skipped.push((
-                peer.name.clone(),
-                format!("pod CIDR {cidr} overlaps this node's"),
-            ));
+        if let Some(reason) = conflict(peer, local, &out) {
+            out.skipped.push((peer.name.clone(), reason));
             continue;
         }
-        if out.routes.contains_key(&cidr) {
-            out.skipped.push((
-                peer.name.clone(),
-                format!("pod CIDR {cidr} already claimed by another peer"),
-            ));
-            continue;
-        }
-        let direct = match (local.direct_routing, local.underlay_net, peer.node_ip) {
-            (true, Some(net), Some(ip)) if net.contains(&ip) => Some(ip),
+        // Direct routing: a CIDR of the node IP's family, when that IP is on our subnet.
+        let direct = |cidr: &IpNet| match (local.direct_routing, local.underlay_net, peer.node_ip) {
+            (true, Some(net), Some(ip))
+                if net.contains(&ip) && ip.is_ipv4() == matches!(cidr, IpNet::V4(_)) =>
+            {
+                Some(ip)
+            }
             _ => None,
         };
-        if let Some(node_ip) = direct {
-            let route = Route {
-                dst: cidr,
-                gateway: node_ip,
-                oif: local.underlay,
-                onlink: false,
-                priority: 0,
+        let tunnelled = peer.pod_cidrs.iter().any(|c| direct(c).is_none());
+        let vtep = match peer.vtep {
+            Some(v) if tunnelled => {
+                if out.fdb.contains_key(&v.mac) {
+                    out.skipped.push((
+                        peer.name.clone(),
+                        format!("VTEP MAC {} already used by another peer", v.mac),
+                    ));
+                    continue;
+                }
+                out.fdb.insert(v.mac, for_peer(peer, v.public_ip));
+                Some(v)
+            }
+            None if tunnelled => {
+                out.skipped
+                    .push((peer.name.clone(), "no VTEP published yet".into()));
+                continue;
+            }
+            _ => None,
+        };
+        for cidr in &peer.pod_cidrs {
+            let route = match (direct(cidr), vtep) {
+                (Some(node_ip), _) => Route {
+                    dst: *cidr,
+                    gateway: node_ip,
+                    oif: local.underlay,
+                    onlink: false,
+                    priority: route_metric(cidr),
+                },
+                (None, Some(v)) => {
+                    let ip = vtep_ip(cidr);
+                    out.neighs.insert(ip, for_peer(peer, v.mac));
+                    Route {
+                        dst: *cidr,
+                        gateway: ip,
+                        oif: local.device,
+                        onlink: true,
+                        priority: route_metric(cidr),
+                    }
+                }
+                (None, None) => continue, // not reached: `tunnelled` implies a VTEP
             };
-            out.routes.insert(cidr, for_peer(peer, route));
-            out.peers += 1;
-            continue;
+            out.routes.insert(*cidr, for_peer(peer, route));
         }
-        let Some(vtep) = peer.vtep else {
-            out.skipped
-                .push((peer.name.clone(), "no VTEP published yet".into()));
-            continue;
-        };
-        if out.fdb.contains_key(&vtep.mac) {
-            out.skipped.push((
-                peer.name.clone(),
-                format!("VTEP MAC {} already used by another peer", vtep.mac),
-            ));
-            continue;
-        }
-        let ip = vtep_ip(&cidr);
-        out.neighs.insert(ip, for_peer(peer, vtep.mac));
-        out.fdb.insert(vtep.mac, for_peer(peer, vtep.public_ip));
-        let route = Route {
-            dst: cidr,
-            gateway: ip,
-            oif: local.device,
-            onlink: true,
-            priority: 0,
-        };
-        out.routes.insert(cidr, for_peer(peer, route));
         out.peers += 1;
     }
     out
+}
+
+/// Why `peer` cannot be programmed, if it cannot: no pod CIDR, or one that overlaps this
+/// node's or is already another peer's.
+fn conflict(peer: &Peer, local: &Local, so_far: &Desired) -> Option<String> {
+    if peer.pod_cidrs.is_empty() {
+        return Some("no pod CIDR".into());
+    }
+    peer.pod_cidrs.iter().find_map(|cidr| {
+        if local
+            .own_pod_cidrs
+            .iter()
+            .any(|own| own.contains(cidr) || cidr.contains(own))
+        {
+            Some(format!("pod CIDR {cidr} overlaps this node's"))
+        } else if so_far.routes.contains_key(cidr) {
+            Some(format!("pod CIDR {cidr} already claimed by another peer"))
+        } else {
+            None
+        }
+    })
 }
 
 fn for_peer<T>(peer: &Peer, entry: T) -> ForPeer<'_, T> {
@@ -431,8 +453,8 @@ pub fn diff(desired: &Desired, actual: &Actual, device: u32) -> Plan {
     }
 
     // Routes: ours are those with weft's protocol in the main table. One route per pod
-    // CIDR at metric 0; any other of ours is deleted. `route_state`: desired CIDRs with a
-    // metric-0 route of ours, and whether it is exactly the desired one.
+    // CIDR at its family's metric; any other of ours is deleted. `route_state`: desired
+    // CIDRs with a route of ours at that metric, and whether it is exactly the desired one.
     let mut route_state: KeyMap<IpNet, bool> = key_map(desired.routes.len());
     for r in actual
         .routes
@@ -448,7 +470,7 @@ pub fn diff(desired: &Desired, actual: &Actual, device: u32) -> Plan {
         };
         let want = desired.routes.get(&r.dst);
         if let (Some(want), Some(gw)) = (want, r.gateway) {
-            if r.priority == 0 {
+            if r.priority == want.entry.priority {
                 let same = as_route(gw) == want.entry;
                 *route_state.entry(r.dst).or_insert(false) |= same;
                 continue;
@@ -502,7 +524,6 @@ mod tests {
                 mac: mac(m),
                 public_ip: ip(node_ip),
             }),
-            vtep_v6: None,
             node_ip: Some(ip(node_ip)),
         }
     }
@@ -547,9 +568,30 @@ mod tests {
                     gateway: Some(r.entry.gateway),
                     oif: Some(r.entry.oif),
                     onlink: r.entry.onlink,
-                    priority: 0,
+                    priority: r.entry.priority,
                 })
                 .collect(),
+        }
+    }
+    /// A dual-stack peer: `10.244.<n>.0/24` and `fd00:10:244:<n>::/64`.
+    fn dual(name: &str, n: u8) -> Peer {
+        Peer {
+            pod_cidrs: vec![
+                net(&format!("10.244.{n}.0/24")),
+                net(&format!("fd00:10:244:{n}::/64")),
+            ],
+            ..peer(
+                name,
+                &format!("10.244.{n}.0/24"),
+                n,
+                &format!("192.168.77.{n}"),
+            )
+        }
+    }
+    fn dual_local() -> Local {
+        Local {
+            own_pod_cidrs: vec![net("10.244.1.0/24"), net("fd00:10:244:1::/64")],
+            ..local()
         }
     }
     fn two_peers() -> Vec<Peer> {
@@ -578,6 +620,87 @@ mod tests {
         assert_eq!(d.fdb[&mac(3)].entry, ip("192.168.77.3"));
         let r = d.routes[&net("10.244.2.0/24")].entry;
         assert_eq!((r.gateway, r.oif, r.onlink), (ip("10.244.2.0"), DEV, true));
+    }
+
+    #[test]
+    fn dual_stack_peers_get_both_families_on_the_one_device() {
+        let peers = vec![dual("n2", 2), dual("n3", 3)];
+        let d = desired(&peers, &dual_local());
+        assert_eq!(
+            (d.peers, d.neighs.len(), d.fdb.len(), d.routes.len()),
+            (2, 4, 2, 4)
+        );
+        assert_eq!(d.neighs[&ip("fd00:10:244:2::")].entry, mac(2));
+        let r6 = d.routes[&net("fd00:10:244:2::/64")].entry;
+        assert_eq!(
+            (r6.gateway, r6.oif, r6.onlink, r6.priority),
+            (ip("fd00:10:244:2::"), DEV, true, 1024)
+        );
+        assert_eq!(d.routes[&net("10.244.2.0/24")].entry.priority, 0);
+        // As the kernel dumps it (IPv6 at metric 1024): nothing to do.
+        assert!(diff(&d, &applied(&d), DEV).is_empty());
+        // An IPv6 route of ours at another metric is replaced by one at 1024.
+        let mut actual = applied(&d);
+        for r in actual.routes.iter_mut().filter(|r| r.dst.addr().is_ipv6()) {
+            r.priority = 0;
+        }
+        let plan = diff(&d, &actual, DEV);
+        assert_eq!((plan.del_routes.len(), plan.set_routes.len()), (2, 2));
+        assert!(plan.set_routes.iter().all(|s| s.entry.priority == 1024));
+        // A peer that drops its IPv6 CIDR loses only the IPv6 neighbour and route.
+        let mut v4_only = peers.clone();
+        v4_only[1].pod_cidrs.truncate(1);
+        let plan = diff(&desired(&v4_only, &dual_local()), &applied(&d), DEV);
+        assert_eq!(plan.del_neighs[0].ip, ip("fd00:10:244:3::"));
+        assert_eq!(plan.del_routes[0].dst, net("fd00:10:244:3::/64"));
+        assert_eq!(plan.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_only_peers_and_overlaps_in_either_family() {
+        let v6 = Peer {
+            pod_cidrs: vec![net("fd00:10:244:4::/64")],
+            ..peer("v6", "10.244.4.0/24", 4, "192.168.77.4")
+        };
+        let clash = Peer {
+            pod_cidrs: vec![net("10.244.5.0/24"), net("fd00:10:244:1::/64")],
+            ..peer("clash", "10.244.5.0/24", 5, "192.168.77.5")
+        };
+        let peers = [v6, clash];
+        let d = desired(&peers, &dual_local());
+        assert_eq!(d.peers, 1);
+        assert!(d.routes.contains_key(&net("fd00:10:244:4::/64")));
+        assert_eq!(d.fdb[&mac(4)].entry, ip("192.168.77.4"));
+        // The clashing peer is left out whole, its IPv4 CIDR too.
+        assert!(!d.routes.contains_key(&net("10.244.5.0/24")));
+        assert!(
+            d.skipped[0].1.contains("fd00:10:244:1::/64"),
+            "{:?}",
+            d.skipped
+        );
+    }
+
+    #[test]
+    fn direct_routing_applies_to_the_node_ip_family_only() {
+        let peers = [dual("n2", 2)];
+        let d = desired(
+            &peers,
+            &Local {
+                direct_routing: true,
+                ..dual_local()
+            },
+        );
+        let r4 = d.routes[&net("10.244.2.0/24")].entry;
+        assert_eq!(
+            (r4.gateway, r4.oif, r4.onlink),
+            (ip("192.168.77.2"), UL, false)
+        );
+        // IPv6 still rides VXLAN: its neighbour and the FDB entry are there.
+        let r6 = d.routes[&net("fd00:10:244:2::/64")].entry;
+        assert_eq!((r6.oif, r6.onlink), (DEV, true));
+        assert!(d.neighs.contains_key(&ip("fd00:10:244:2::")));
+        assert!(!d.neighs.contains_key(&ip("10.244.2.0")));
+        assert!(d.fdb.contains_key(&mac(2)));
     }
 
     #[test]
@@ -811,7 +934,6 @@ mod tests {
                     mac: Mac([2, 1, 0, 0, (k >> 8) as u8, k as u8]),
                     public_ip: IpAddr::V4(std::net::Ipv4Addr::from(0xac10_0000 + k)),
                 }),
-                vtep_v6: None,
                 node_ip: None,
             })
             .collect();

@@ -17,6 +17,7 @@ use weft_common::netns::Netns;
 
 pub const MTU: u32 = 1450;
 pub const CLUSTER: &str = "10.244.0.0/16";
+pub const CLUSTER_V6: &str = "fd00:10:244::/48";
 pub const OUTSIDE_IP: &str = "192.168.77.100";
 
 /// Runs a command, returning its output; panics when it cannot be started.
@@ -198,6 +199,8 @@ pub struct Node {
     pub ns: String,
     pub ip: IpAddr,
     pub pod_cidr: IpNet,
+    /// `fd00:10:244:<index>::/64` in a dual-stack cluster.
+    pub pod_cidr_v6: Option<IpNet>,
     pub mac: Option<Mac>,
     pub agent: Agent,
     pub pods: Vec<Pod>,
@@ -207,6 +210,8 @@ pub struct Node {
 pub struct Pod {
     pub ns: String,
     pub ip: IpAddr,
+    /// In a dual-stack cluster.
+    pub ip6: Option<IpAddr>,
 }
 
 impl Node {
@@ -224,8 +229,12 @@ impl Node {
             underlay_ifindex: ifindex,
             mtu: MTU,
             mac: self.mac,
-            pod_cidrs: vec![self.pod_cidr],
-            cluster_cidrs: vec![CLUSTER.parse().unwrap()],
+            pod_cidrs: self.pod_cidrs(),
+            cluster_cidrs: if self.pod_cidr_v6.is_some() {
+                vec![CLUSTER.parse().unwrap(), CLUSTER_V6.parse().unwrap()]
+            } else {
+                vec![CLUSTER.parse().unwrap()]
+            },
             bridge: "weft0".into(),
             direct_routing: false,
             masquerade: true,
@@ -233,15 +242,20 @@ impl Node {
         }
     }
 
+    pub fn pod_cidrs(&self) -> Vec<IpNet> {
+        std::iter::once(self.pod_cidr)
+            .chain(self.pod_cidr_v6)
+            .collect()
+    }
+
     pub fn peer(&self) -> Peer {
         Peer {
             name: format!("node-{}", self.index),
-            pod_cidrs: vec![self.pod_cidr],
+            pod_cidrs: self.pod_cidrs(),
             vtep: self.mac.map(|mac| Vtep {
                 mac,
                 public_ip: self.ip,
             }),
-            vtep_v6: None,
             node_ip: Some(self.ip),
         }
     }
@@ -261,6 +275,16 @@ pub struct Cluster {
 impl Cluster {
     /// `nodes` node namespaces with `pods_per_node` pods each; datapaths set up, not synced.
     pub fn new(tag: &str, nodes: u8, pods_per_node: u8) -> Cluster {
+        Cluster::build(tag, nodes, pods_per_node, false)
+    }
+
+    /// As [`Cluster::new`], with an IPv6 pod CIDR on every node and IPv6 on every pod
+    /// (the underlay stays IPv4-only).
+    pub fn dual_stack(tag: &str, nodes: u8, pods_per_node: u8) -> Cluster {
+        Cluster::build(tag, nodes, pods_per_node, true)
+    }
+
+    fn build(tag: &str, nodes: u8, pods_per_node: u8, dual: bool) -> Cluster {
         let prefix = format!("wa-{}-{tag}", std::process::id());
         let mut guard = NetnsGuard::default();
         let underlay = guard.add(format!("{prefix}-ul"));
@@ -293,6 +317,7 @@ impl Cluster {
                 ns,
                 ip: format!("192.168.77.{i}").parse().unwrap(),
                 pod_cidr: format!("10.244.{i}.0/24").parse().unwrap(),
+                pod_cidr_v6: dual.then(|| format!("fd00:10:244:{i}::/64").parse().unwrap()),
                 mac: None,
                 pods: Vec::new(),
                 subnet_file: dir.path().join(format!("n{i}/subnet.env")),
@@ -330,7 +355,22 @@ impl Cluster {
         ip(&ns, &format!("link set eth0 mtu {MTU} up"));
         ip(&ns, &format!("addr add {pod_ip}/24 dev eth0"));
         ip(&ns, &format!("route add default via 10.244.{}.1", n.index));
-        self.nodes[node].pods.push(Pod { ns, ip: pod_ip });
+        let ip6 = n.pod_cidr_v6.map(|_| {
+            let a: IpAddr = format!("fd00:10:244:{}::{}", n.index, 10 + j)
+                .parse()
+                .unwrap();
+            ip(&ns, &format!("addr add {a}/64 dev eth0 nodad"));
+            ip(
+                &ns,
+                &format!("-6 route add default via fd00:10:244:{}::1", n.index),
+            );
+            a
+        });
+        self.nodes[node].pods.push(Pod {
+            ns,
+            ip: pod_ip,
+            ip6,
+        });
     }
 
     /// Every node but `node`, as peers.
@@ -388,7 +428,12 @@ pub fn accept_one(
 
 /// Connects from `ns` to `dst:port` and returns the address the listener saw.
 pub fn seen_source(from: &str, to_ns: &str, dst: IpAddr, port: u16) -> IpAddr {
-    let (listener, ready) = accept_one(to_ns, IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+    let any = if dst.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    };
+    let (listener, ready) = accept_one(to_ns, any, port);
     ready.recv().unwrap();
     let target = SocketAddr::new(dst, port);
     in_netns(from, move || {

@@ -164,7 +164,6 @@ fn synthetic_peer(k: u32, mac_salt: u8) -> Peer {
             mac: Mac([0x02, mac_salt, 0, (k >> 16) as u8, (k >> 8) as u8, k as u8]),
             public_ip,
         }),
-        vtep_v6: None,
         node_ip: Some(public_ip),
     }
 }
@@ -340,7 +339,6 @@ fn weft_pair(
                 mac: macs[usize::from(other - 1)],
                 public_ip: format!("192.168.90.{other}").parse()?,
             }),
-            vtep_v6: None,
             node_ip: None,
         };
         in_ns(ns, |h| async move {
