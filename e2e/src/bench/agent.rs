@@ -6,14 +6,20 @@
 //! * Throughput: iperf3, one TCP stream, pod to pod across two netns "nodes" through
 //!   weft's datapath vs the same topology built by hand with `ip`, alternating A B A B;
 //!   plus the plain underlay veth. Medians, and the median of the per-pair ratios.
+//!   weft masquerades pod traffic leaving the cluster, and any nat rule turns connection
+//!   tracking on for every packet of the netns. So the hand-built pair that
+//!   `throughput_ratio` compares with does the same job: it loads a hand-written nftables
+//!   ruleset with the same forward accepts and masquerade. A third pair, hand-built
+//!   without any ruleset (no conntrack), runs in the same rotation and gives
+//!   `bare_gbps` and `throughput_ratio_vs_bare`: the price of masquerade itself.
 //! * RSS with 5000 nodes: a real control plane (the harness, bound to the host's address
 //!   on a one-node underlay) holding 5000 kubelet-like Nodes with pod CIDRs and weft
 //!   annotations; the real `weft-agent` binary runs in the node netns until its Node is
 //!   ready and `weft.1` holds 5000 routes; then its VmRSS.
 //!
 //! Options: `--runs N` (throughput runs per variant, default 5), `--seconds S` (iperf3
-//! duration, default 3), `--skip-throughput`, `--no-masquerade` (weft's pair without the
-//! nftables table: the hand-built pair has none, and a nat chain turns conntrack on),
+//! duration, default 3), `--skip-throughput`, `--no-masquerade` (weft's pair and the
+//! hand-built one both without a ruleset; no third pair),
 //! `--skip-convergence`, `--skip-rss`, `--kubeconfig PATH` (an admin kubeconfig of an API server reachable from
 //! the node netns at 192.168.83.0/24, instead of starting one).
 
@@ -352,9 +358,30 @@ fn weft_pair(
     Ok((pa, pb))
 }
 
-/// The same topology by hand: VXLAN device, bridge, neighbour, FDB, route with `ip`.
-fn handbuilt_pair(nss: &mut Namespaces, prefix: &str) -> Result<(String, String)> {
-    let (a, b) = two_nodes(nss, &format!("{prefix}-h"))?;
+/// What a hand-built node needs to masquerade pod traffic leaving the cluster as weft
+/// does (forward accepts for the cluster CIDR, pod-to-pod never NATed), written by hand.
+const HANDBUILT_RULESET: &str = "table inet hand {
+  chain forward { type filter hook forward priority filter; policy accept;
+    ip saddr 10.244.0.0/16 accept
+    ip daddr 10.244.0.0/16 accept
+  }
+  chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+    meta mark & 0x4000 == 0x4000 return
+    ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return
+    ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random
+  }
+}
+";
+
+/// The same topology by hand: VXLAN device, bridge, neighbour, FDB, route with `ip`;
+/// with `ruleset`, [`HANDBUILT_RULESET`] loaded with `nft`. `tag` names the namespaces.
+fn handbuilt_pair(
+    nss: &mut Namespaces,
+    prefix: &str,
+    tag: &str,
+    ruleset: bool,
+) -> Result<(String, String)> {
+    let (a, b) = two_nodes(nss, &format!("{prefix}-{tag}"))?;
     let mac = |n: u8| format!("02:00:00:00:99:0{n}");
     for (ns, n, o) in [(&a, 1u8, 2u8), (&b, 2, 1)] {
         ip(
@@ -402,6 +429,21 @@ fn handbuilt_pair(nss: &mut Namespaces, prefix: &str) -> Result<(String, String)
             "-qw",
             "net.ipv4.ip_forward=1",
         ])?;
+        if ruleset {
+            let mut nft = Command::new("ip")
+                .args(["netns", "exec", ns, "nft", "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .context("run nft")?;
+            use std::io::Write as _;
+            nft.stdin
+                .take()
+                .context("nft stdin")?
+                .write_all(HANDBUILT_RULESET.as_bytes())?;
+            if !nft.wait()?.success() {
+                bail!("nft -f of the hand-built ruleset failed in {ns}");
+            }
+        }
     }
     let pa = add_pod(nss, &a, 1)?;
     let pb = add_pod(nss, &b, 2)?;
@@ -469,6 +511,8 @@ fn iperf(client_ns: &str, server_ns: &str, server_ip: &str, seconds: u32) -> Res
 struct Throughput {
     weft: f64,
     handbuilt: f64,
+    /// Hand-built without any ruleset (only measured with masquerade on).
+    bare: Option<f64>,
     /// Median of the per-pair ratios weft/hand-built: each pair ran back to back, so
     /// the other load on the machine cancels out better than in the ratio of medians.
     paired_ratio: f64,
@@ -484,16 +528,27 @@ fn throughput(
 ) -> Result<Throughput> {
     let mut nss = Namespaces(Vec::new());
     let (wa, wb) = weft_pair(&mut nss, prefix, dir, masquerade)?;
-    let (ha, hb) = handbuilt_pair(&mut nss, prefix)?;
-    let (mut w, mut h, mut u) = (Vec::new(), Vec::new(), Vec::new());
+    let (ha, hb) = handbuilt_pair(&mut nss, prefix, "h", masquerade)?;
+    let bare_pair = if masquerade {
+        Some(handbuilt_pair(&mut nss, prefix, "x", false)?)
+    } else {
+        None
+    };
+    let (mut w, mut h, mut u, mut x) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         w.push(iperf(&wa, &wb, "10.244.2.10", seconds)?);
         h.push(iperf(&ha, &hb, "10.244.2.10", seconds)?);
+        if let Some((xa, xb)) = &bare_pair {
+            x.push(iperf(xa, xb, "10.244.2.10", seconds)?);
+        }
         eprintln!(
-            "run {}: weft {:.2} Gbit/s, hand-built {:.2} Gbit/s",
+            "run {}: weft {:.2} Gbit/s, hand-built {:.2} Gbit/s{}",
             i + 1,
             w[i],
-            h[i]
+            h[i],
+            x.get(i)
+                .map(|b| format!(", hand-built without ruleset {b:.2} Gbit/s"))
+                .unwrap_or_default()
         );
     }
     let (ua, ub) = (format!("{prefix}-w-a"), format!("{prefix}-w-b"));
@@ -505,6 +560,7 @@ fn throughput(
         paired_ratio: median(&mut pairs),
         weft: median(&mut w),
         handbuilt: median(&mut h),
+        bare: (!x.is_empty()).then(|| median(&mut x)),
         underlay: median(&mut u),
     })
 }
@@ -757,6 +813,8 @@ pub fn run(args: &[String]) -> Result<()> {
         "handbuilt_gbps": tp.as_ref().map(|t| r2(t.handbuilt)),
         "throughput_ratio": tp.as_ref().map(|t| r2(t.weft / t.handbuilt)),
         "throughput_ratio_paired": tp.as_ref().map(|t| r2(t.paired_ratio)),
+        "bare_gbps": tp.as_ref().and_then(|t| t.bare).map(r2),
+        "throughput_ratio_vs_bare": tp.as_ref().and_then(|t| t.bare.map(|b| r2(t.weft / b))),
         "underlay_gbps": tp.as_ref().map(|t| r2(t.underlay)),
         "masquerade": masquerade,
     });
