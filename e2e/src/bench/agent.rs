@@ -17,7 +17,7 @@
 //!   annotations; the real `weft-agent` binary runs in the node netns until its Node is
 //!   ready and `weft.1` holds 5000 routes; then its VmRSS.
 //!
-//! Options: `--runs N` (throughput runs per variant, default 5), `--seconds S` (iperf3
+//! Options: `--runs N` (throughput runs per variant, default 9), `--seconds S` (iperf3
 //! duration, default 3), `--skip-throughput`, `--no-masquerade` (weft's pair and the
 //! hand-built one both without a ruleset; no third pair),
 //! `--skip-convergence`, `--skip-rss`, `--kubeconfig PATH` (an admin kubeconfig of an API server reachable from
@@ -535,11 +535,21 @@ fn throughput(
         None
     };
     let (mut w, mut h, mut u, mut x) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut pairs = vec![(wa.as_str(), wb.as_str()), (ha.as_str(), hb.as_str())];
+    if let Some((xa, xb)) = &bare_pair {
+        pairs.push((xa.as_str(), xb.as_str()));
+    }
     for i in 0..runs {
-        w.push(iperf(&wa, &wb, "10.244.2.10", seconds)?);
-        h.push(iperf(&ha, &hb, "10.244.2.10", seconds)?);
-        if let Some((xa, xb)) = &bare_pair {
-            x.push(iperf(xa, xb, "10.244.2.10", seconds)?);
+        // Each run starts with the next variant, so none always goes first.
+        let mut got = vec![0.0; pairs.len()];
+        for k in 0..pairs.len() {
+            let v = (i + k) % pairs.len();
+            got[v] = iperf(pairs[v].0, pairs[v].1, "10.244.2.10", seconds)?;
+        }
+        w.push(got[0]);
+        h.push(got[1]);
+        if let Some(b) = got.get(2) {
+            x.push(*b);
         }
         eprintln!(
             "run {}: weft {:.2} Gbit/s, hand-built {:.2} Gbit/s{}",
@@ -746,7 +756,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench agent needs root (network namespaces)");
     }
-    let mut runs = 5usize;
+    let mut runs = 9usize;
     let mut seconds = 3u32;
     let mut skip_throughput = false;
     let mut masquerade = true;
