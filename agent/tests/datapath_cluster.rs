@@ -56,6 +56,18 @@ fn dual_stack_pods_reach_remote_pods_over_ipv6_on_the_same_device() {
     // IPv4-only underlay; IPv6 pod traffic rides the one weft.1 device.
     let c = Cluster::dual_stack("dual", 3, 1);
     c.sync_all();
+    // Right after setup, the very first IPv6 packet to a remote pod is answered at once:
+    // setup waited for the bridge's link-local address to pass DAD (without it, the
+    // remote bridge sends no neighbour solicitation for two seconds).
+    let first = exec(
+        &c.nodes[0].pods[0].ns,
+        &format!("ping -c 1 -W 1 {}", c.nodes[1].pods[0].ip6.unwrap()),
+    );
+    assert!(
+        first.status.success(),
+        "first IPv6 ping: {}",
+        String::from_utf8_lossy(&first.stdout)
+    );
     let n1 = &c.nodes[0];
     let addrs = show(&n1.ns, "-6 addr show dev weft.1 scope global");
     assert!(addrs.contains("fd00:10:244:1::/128"), "{addrs}");

@@ -103,6 +103,21 @@ pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>,
         .collect())
 }
 
+/// Addresses of interface `index` still held tentative by duplicate address detection
+/// (IPv6; unusable, e.g. as the source of neighbour solicitations, until it ends).
+pub async fn tentative_addresses(handle: &Handle, index: u32) -> Result<Vec<IpAddr>, Error> {
+    let msgs = address_messages(handle, &format!("ifindex {index}"), index).await?;
+    Ok(msgs
+        .iter()
+        .filter(|m| {
+            m.attributes.iter().any(
+                |a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Tentative)),
+            )
+        })
+        .filter_map(address_of)
+        .collect())
+}
+
 /// Adds an address unless it is already there.
 pub async fn ensure_address(
     handle: &Handle,

@@ -20,12 +20,15 @@ use crate::harness::{self, ControlPlane, Options};
 use crate::topo::{self, in_netns, Topology};
 
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+/// The pod network is dual-stack (the underlay stays IPv4-only).
+pub const CLUSTER_CIDR_V6: &str = "fd00:10:244::/48";
 const NAMESPACE: &str = "weft-system";
 
 pub struct Pod {
     pub netns: String,
     pub node: usize,
     pub ip: Ipv4Addr,
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 pub struct Overlay {
@@ -105,7 +108,12 @@ impl Overlay {
         let netconf = dir.path().join("net-conf.json");
         std::fs::write(
             &netconf,
-            serde_json::json!({"clusterCIDRs": [CLUSTER_CIDR], "nodeSubnetSizeV4": 24}).to_string(),
+            serde_json::json!({
+                "clusterCIDRs": [CLUSTER_CIDR, CLUSTER_CIDR_V6],
+                "nodeSubnetSizeV4": 24,
+                "nodeSubnetSizeV6": 64,
+            })
+            .to_string(),
         )?;
 
         let mut controller = Command::new(topo::workspace_bin("weft-controller")?);
@@ -272,7 +280,18 @@ impl Overlay {
             .as_str()
             .context("result has no IP")?;
         let ip: Ipv4Addr = addr.split('/').next().unwrap_or_default().parse()?;
-        self.pods.push(Pod { netns, node: i, ip });
+        let ip6 = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["address"].as_str()?.split('/').next()?.parse().ok())
+            .next();
+        self.pods.push(Pod {
+            netns,
+            node: i,
+            ip,
+            ip6,
+        });
         Ok(())
     }
 

@@ -59,6 +59,25 @@ async fn three_node_overlay_against_real_api_server() {
         }
     }
 
+    // Dual-stack: every pod has an IPv6 address too, and reaches every remote pod over
+    // IPv6 through the same VXLAN device.
+    for from in 0..o.pods.len() {
+        for to in 0..o.pods.len() {
+            if o.pods[from].node == o.pods[to].node {
+                continue;
+            }
+            let dst = o.pods[to]
+                .ip6
+                .unwrap_or_else(|| panic!("pod {to} got no IPv6 address"));
+            let out = o.ping(from, IpAddr::V6(dst), 1, "0.2").unwrap();
+            assert!(
+                out.status.success(),
+                "pod {from} -> pod {to} over IPv6 ({dst}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+
     // Killing and restarting an agent loses no packet of a continuous cross-node ping.
     let target = IpAddr::V4(o.pods[2].ip); // a pod on node 2
     let pinger = {

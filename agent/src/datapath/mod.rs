@@ -157,6 +157,25 @@ fn sysctl_on(rel: &str) -> Result<(), Error> {
     std::fs::write(path, "1\n").map_err(err)
 }
 
+/// Waits (at most 5 s) until the bridge's IPv6 link-local address has passed duplicate
+/// address detection. Until then the kernel sends no neighbour solicitation from the
+/// bridge, so IPv6 packets forwarded to a pod wait there: on a new bridge, for up to two
+/// seconds. Pods only come once the subnet file exists, which is written after this.
+async fn wait_for_dad(handle: &rtnetlink::Handle, bridge: &str, index: u32) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    loop {
+        let tentative = weft_common::bridge::tentative_addresses(handle, index).await?;
+        if tentative.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            tracing::warn!(%bridge, ?tentative, "addresses still tentative after 5 s; going on");
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The underlay address with its prefix, for direct routing's same-subnet test.
 async fn underlay_net(
     handle: &rtnetlink::Handle,
@@ -190,7 +209,12 @@ impl Datapath {
 
         let gateways: Vec<(IpAddr, IpNet)> =
             cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
-        weft_common::bridge::ensure_bridge_exact(&handle, &cfg.bridge, cfg.mtu, &gateways).await?;
+        let bridge_index =
+            weft_common::bridge::ensure_bridge_exact(&handle, &cfg.bridge, cfg.mtu, &gateways)
+                .await?;
+        if cfg.pod_cidrs.iter().any(|c| matches!(c, IpNet::V6(_))) {
+            wait_for_dad(&handle, &cfg.bridge, bridge_index).await?;
+        }
 
         sysctl_on("ipv4/ip_forward")?;
         if cfg.pod_cidrs.iter().any(|c| matches!(c, IpNet::V6(_))) {
