@@ -3,7 +3,6 @@
 //! the Node annotation, the annotations and condition patches, peers programmed from the
 //! Node list, and a shutdown that leaves the datapath in place.
 
-use std::process::Command;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -14,67 +13,8 @@ use tokio::sync::oneshot;
 use weft_agent::config::Opts;
 use weft_common::annotations as ann;
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(ns: &str, args: &str) -> String {
-    let mut v = vec!["ip", "-n", ns];
-    v.extend(args.split_whitespace());
-    sh(&v)
-}
-
-struct NetnsGuard(String);
-
-impl NetnsGuard {
-    fn new(tag: &str) -> Self {
-        let name = format!("wa-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        let g = NetnsGuard(name);
-        ip(&g.0, "link set lo up");
-        ip(&g.0, "link add v0 type veth peer name v1");
-        ip(&g.0, "addr add 192.168.50.11/24 dev v0");
-        ip(&g.0, "link set v0 up");
-        ip(&g.0, "link set v1 up");
-        g
-    }
-}
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn node(name: &str, third: u8, annotations: Value) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "resourceVersion": "5", "annotations": annotations},
-        "spec": {"podCIDR": format!("10.244.{third}.0/24"), "podCIDRs": [format!("10.244.{third}.0/24")]},
-        "status": {"addresses": [{"type": "InternalIP", "address": format!("192.168.50.{}", 10 + third)}]},
-    })
-}
-
-fn reply(send: tower_test::mock::SendResponse<Response<Body>>, v: &Value) {
-    send.send_response(
-        Response::builder()
-            .body(Body::from(serde_json::to_vec(v).unwrap()))
-            .unwrap(),
-    );
-}
+mod scripted_api;
+use scripted_api::*;
 
 /// Runs the agent for node n1 in `ns` until it has published its annotations and set
 /// the condition (which it does only after the first successful sync); returns the

@@ -118,35 +118,27 @@ impl DumpSocket {
     /// weft's routes of both families: main table, weft's protocol (the kernel may send
     /// more). An empty IPv6 dump costs one round trip.
     pub fn routes(&mut self) -> Result<Vec<ActualRoute>, Error> {
-        let mut out = self.collect(
-            "dump IPv4 routes",
-            &route_request(libc::AF_INET as u8),
-            RTM_NEWROUTE,
-            parse_route,
-        )?;
-        out.extend(self.collect(
-            "dump IPv6 routes",
-            &route_request(libc::AF_INET6 as u8),
-            RTM_NEWROUTE,
-            parse_route,
-        )?);
-        Ok(out)
+        self.both_families("dump routes", route_request, RTM_NEWROUTE, parse_route)
     }
 
     /// The IPv4 and IPv6 neighbours of `device` (0: of every device).
     pub fn neighbours(&mut self, device: u32) -> Result<Vec<ActualNeigh>, Error> {
-        let mut out = self.collect(
-            "dump IPv4 neighbours",
-            &neigh_request(libc::AF_INET as u8, device),
-            RTM_NEWNEIGH,
-            parse_neigh,
-        )?;
-        out.extend(self.collect(
-            "dump IPv6 neighbours",
-            &neigh_request(libc::AF_INET6 as u8, device),
-            RTM_NEWNEIGH,
-            parse_neigh,
-        )?);
+        let request = |family| neigh_request(family, device);
+        self.both_families("dump neighbours", request, RTM_NEWNEIGH, parse_neigh)
+    }
+
+    /// One dump per address family (IPv6 only where the kernel has it), concatenated.
+    fn both_families<T>(
+        &mut self,
+        what: &str,
+        request: impl Fn(u8) -> Request,
+        ty: u16,
+        parse: fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, Error> {
+        let mut out = self.collect(what, &request(libc::AF_INET as u8), ty, parse)?;
+        if ipv6_enabled() {
+            out.extend(self.collect(what, &request(libc::AF_INET6 as u8), ty, parse)?);
+        }
         Ok(out)
     }
 
@@ -311,6 +303,14 @@ fn neigh_request(family: u8, device: u32) -> Request {
         b.extend_from_slice(&device.to_ne_bytes());
     }
     Request { bytes: b }
+}
+
+/// Whether the kernel has IPv6 (not booted with `ipv6.disable=1`). Without it an IPv6
+/// dump request falls back to the all-families handler and would return IPv4 entries
+/// a second time.
+fn ipv6_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::path::Path::new("/proc/sys/net/ipv6").exists())
 }
 
 fn align(len: usize) -> usize {
