@@ -140,11 +140,14 @@ pub fn create_mntns(layout: &Layout, node: &NodeSpec, created: &mut Vec<PathBuf>
     // The new namespace starts as a copy of the host's mounts, including the nsfs mounts
     // of every network namespace and of the other nodes' mount namespaces: such a copy
     // would keep those namespaces (and the veths in them) alive after `down` deleted
-    // them. Drop the copies first.
+    // them. Drop the copies first. A network namespace deleted meanwhile (by anything
+    // else on the host) takes its mount with it: only a mount that stays is an error.
     let mut script = String::from(
         "set -e\n\
          awk '{for (i = 7; i < NF; i++) if ($i == \"-\") { if ($(i + 1) == \"nsfs\") print $5; break }}' \
-         /proc/self/mountinfo | while read -r m; do umount -l \"$m\"; done\n",
+         /proc/self/mountinfo | while read -r m; do \
+         if ! umount -l \"$m\" 2>/dev/null && mountpoint -q \"$m\"; then \
+         echo \"cannot unmount $m\" >&2; exit 1; fi; done\n",
     );
     for p in NODE_PATHS {
         let src = root.join(p.trim_start_matches('/'));
