@@ -62,19 +62,19 @@ pub fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
     })
 }
 
-/// The address messages of interface `index` (the kernel's dump filter is advisory, so
-/// other interfaces' entries are dropped here). `name` labels errors.
+/// The address messages of interface `index`. The index also goes into the request's
+/// header: on a socket with strict checking the kernel then dumps that interface alone
+/// (rtnetlink's own filter only drops the others after they were sent); elsewhere the
+/// other interfaces' entries are dropped here. `name` labels errors.
 async fn address_messages(
     handle: &Handle,
     name: &str,
     index: u32,
 ) -> Result<Vec<AddressMessage>, Error> {
     let mut out = Vec::new();
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
+    let mut req = handle.address().get().set_link_index_filter(index);
+    req.message_mut().header.index = index;
+    let mut stream = req.execute();
     while let Some(msg) = stream
         .try_next()
         .await
