@@ -183,7 +183,7 @@ pub async fn create_veth(
         .append_info_data(InfoBridgePort::HairpinMode(true))
         .up()
         .build();
-    if ipv6_enabled() {
+    if weft_common::kernel_has_ipv6() {
         port.attributes
             .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
                 vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
@@ -229,12 +229,6 @@ pub async fn create_veth(
 /// largest single part of an ADD. One queue is what a veth uses anyway.
 fn one_queue() -> [LinkAttribute; 2] {
     [LinkAttribute::NumTxQueues(1), LinkAttribute::NumRxQueues(1)]
-}
-
-/// Whether this kernel has IPv6 at all (booted with `ipv6.disable=1` it has no
-/// `/proc/sys/net/ipv6`, and any IPv6 link attribute is refused).
-fn ipv6_enabled() -> bool {
-    std::path::Path::new("/proc/sys/net/ipv6").exists()
 }
 
 /// Looks up the pod interface: (index, MAC).

@@ -16,6 +16,14 @@ pub mod subnet_file;
 
 pub use error::Error;
 
+/// Whether the kernel has IPv6 at all (a kernel booted with `ipv6.disable=1` has no
+/// `/proc/sys/net/ipv6`, refuses IPv6 link attributes, and answers an IPv6 dump request
+/// with its all-families handler). Checked once per process.
+pub fn kernel_has_ipv6() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| std::path::Path::new("/proc/sys/net/ipv6").exists())
+}
+
 /// For privileged tests: true when running as root. When not root, returns false if
 /// `WEFT_SKIP_PRIVILEGED=1` is set (the caller then skips, saying so), and panics
 /// otherwise, so a privileged test never passes silently by not running.

@@ -136,7 +136,7 @@ impl DumpSocket {
         parse: fn(&[u8]) -> Option<T>,
     ) -> Result<Vec<T>, Error> {
         let mut out = self.collect(what, &request(libc::AF_INET as u8), ty, parse)?;
-        if ipv6_enabled() {
+        if weft_common::kernel_has_ipv6() {
             out.extend(self.collect(what, &request(libc::AF_INET6 as u8), ty, parse)?);
         }
         Ok(out)
@@ -303,14 +303,6 @@ fn neigh_request(family: u8, device: u32) -> Request {
         b.extend_from_slice(&device.to_ne_bytes());
     }
     Request { bytes: b }
-}
-
-/// Whether the kernel has IPv6 (not booted with `ipv6.disable=1`). Without it an IPv6
-/// dump request falls back to the all-families handler and would return IPv4 entries
-/// a second time.
-fn ipv6_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::path::Path::new("/proc/sys/net/ipv6").exists())
 }
 
 fn align(len: usize) -> usize {
