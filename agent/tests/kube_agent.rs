@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use weft_agent::config::Opts;
@@ -27,23 +26,8 @@ async fn run_agent(ns: &str, dir: &std::path::Path, own_annotations: Value) -> V
     opts.config = dir.join("net-conf.json");
     opts.subnet_file = dir.join("subnet.env");
     opts.metrics_addr = "127.0.0.1:0".parse().unwrap();
-    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{ns}"));
-    let agent = std::thread::spawn(move || {
-        weft_common::netns::Netns::open(&ns_path)
-            .unwrap()
-            .enter()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = Client::new(service, "default");
-            weft_agent::run::run_with(opts, Some(client), async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
+    let agent = spawn_agent(ns, opts, service, async {
+        let _ = stop_rx.await;
     });
 
     let own = node("n1", 1, own_annotations);
@@ -171,21 +155,7 @@ async fn agent_exits_when_its_node_comes_back_with_another_pod_cidr() {
     opts.config = dir.path().join("net-conf.json");
     opts.subnet_file = dir.path().join("subnet.env");
     opts.metrics_addr = "127.0.0.1:0".parse().unwrap();
-    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{}", ns.0));
-    let agent = std::thread::spawn(move || {
-        weft_common::netns::Netns::open(&ns_path)
-            .unwrap()
-            .enter()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = Client::new(service, "default");
-            weft_agent::run::run_with(opts, Some(client), std::future::pending()).await
-        })
-    });
+    let agent = spawn_agent(&ns.0, opts, service, std::future::pending());
 
     let own = node("n1", 1, json!({}));
     let mut unallocated = own.clone();

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use kube::Client;
 use serde_json::json;
 use tokio::sync::oneshot;
 use weft_agent::config::Opts;
@@ -80,23 +79,8 @@ async fn entries_deleted_by_hand_return_without_a_periodic_resync() {
     opts.subnet_file = dir.path().join("subnet.env");
     opts.metrics_addr = "127.0.0.1:0".parse().unwrap();
     opts.resync_interval = Duration::from_secs(3600);
-    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{}", ns.0));
-    let agent = std::thread::spawn(move || {
-        weft_common::netns::Netns::open(&ns_path)
-            .unwrap()
-            .enter()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = Client::new(service, "default");
-            weft_agent::run::run_with(opts, Some(client), async {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
+    let agent = spawn_agent(&ns.0, opts, service, async {
+        let _ = stop_rx.await;
     });
 
     let n = ns.0.clone();
@@ -159,59 +143,48 @@ fn own_changes_are_ignored_hand_made_ones_are_reported() {
         "link add weft.1 type vxlan id 1 dstport 8472 nolearning",
     );
     ip(&ns.0, "link set weft.1 up");
-    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{}", ns.0));
     let name = ns.0.clone();
-    std::thread::spawn(move || {
-        weft_common::netns::Netns::open(&ns_path)
+    block_on_in_netns(&ns.0, move || async move {
+        use netlink_packet_route::route::RouteProtocol;
+        use rtnetlink::sys::AsyncSocket;
+        let (mut conn, handle, _) = rtnetlink::new_connection().unwrap();
+        let port = conn
+            .socket_mut()
+            .socket_mut()
+            .bind_auto()
             .unwrap()
-            .enter()
+            .port_number();
+        tokio::spawn(conn);
+        let ifindex = weft_common::bridge::link_by_name(&handle, "weft.1")
+            .await
+            .unwrap()
+            .unwrap()
+            .header
+            .index;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let filter = weft_agent::kernel_watch::Filter {
+            device: "weft.1".into(),
+            ifindex,
+            own_port: Some(port),
+        };
+        tokio::spawn(weft_agent::kernel_watch::subscribe(filter, tx).unwrap());
+        let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix("10.244.2.0".parse().unwrap(), 24)
+            .output_interface(ifindex)
+            .protocol(RouteProtocol::Other(87))
+            .build();
+        handle.route().add(route).execute().await.unwrap();
+        // Notifications arrive in order: had our own add been reported, it would
+        // come first.
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || ip(&n, "route del 10.244.2.0/24 proto 87"))
+            .await
             .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a notification within 5 s")
             .unwrap();
-        rt.block_on(async move {
-            use netlink_packet_route::route::RouteProtocol;
-            use rtnetlink::sys::AsyncSocket;
-            let (mut conn, handle, _) = rtnetlink::new_connection().unwrap();
-            let port = conn
-                .socket_mut()
-                .socket_mut()
-                .bind_auto()
-                .unwrap()
-                .port_number();
-            tokio::spawn(conn);
-            let ifindex = weft_common::bridge::link_by_name(&handle, "weft.1")
-                .await
-                .unwrap()
-                .unwrap()
-                .header
-                .index;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let filter = weft_agent::kernel_watch::Filter {
-                device: "weft.1".into(),
-                ifindex,
-                own_port: Some(port),
-            };
-            tokio::spawn(weft_agent::kernel_watch::subscribe(filter, tx).unwrap());
-            let route = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                .destination_prefix("10.244.2.0".parse().unwrap(), 24)
-                .output_interface(ifindex)
-                .protocol(RouteProtocol::Other(87))
-                .build();
-            handle.route().add(route).execute().await.unwrap();
-            // Notifications arrive in order: had our own add been reported, it would
-            // come first.
-            let n = name.clone();
-            tokio::task::spawn_blocking(move || ip(&n, "route del 10.244.2.0/24 proto 87"))
-                .await
-                .unwrap();
-            let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("a notification within 5 s")
-                .unwrap();
-            assert_eq!(first, "route deleted");
-        });
+        assert_eq!(first, "route deleted");
     })
     .join()
     .unwrap();

@@ -69,3 +69,39 @@ pub fn reply(send: tower_test::mock::SendResponse<Response<Body>>, v: &Value) {
             .unwrap(),
     );
 }
+
+/// Runs the future `make` builds on a current-thread runtime, on a thread inside the
+/// named netns (the future is built there, so it need not be `Send`).
+pub fn block_on_in_netns<T, F, Fut>(ns: &str, make: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let ns_path = std::path::PathBuf::from(format!("/var/run/netns/{ns}"));
+    std::thread::spawn(move || {
+        weft_common::netns::Netns::open(&ns_path)
+            .unwrap()
+            .enter()
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(make())
+    })
+}
+
+/// The whole agent with `opts`, in the named netns, talking to the scripted API server
+/// behind `service`, until `shutdown` completes.
+pub fn spawn_agent(
+    ns: &str,
+    opts: weft_agent::config::Opts,
+    service: tower_test::mock::Mock<Request<Body>, Response<Body>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    block_on_in_netns(ns, move || async move {
+        let client = kube::Client::new(service, "default");
+        weft_agent::run::run_with(opts, Some(client), shutdown).await
+    })
+}
