@@ -24,17 +24,8 @@ fn prerequisites_or_skip() -> bool {
         nix::unistd::geteuid().is_root(),
         "the local cluster test needs root{how}"
     );
-    for b in [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kubelet",
-        "kube-proxy",
-        "kubectl",
-        "containerd",
-        "containerd-shim-runc-v2",
-    ] {
+    let containerd = ["containerd", "containerd-shim-runc-v2"];
+    for b in weft_e2e::cluster::KUBERNETES_BINS.iter().chain(&containerd) {
         if let Err(e) = weft_e2e::harness::bin(b) {
             panic!("{e:#} (containerd: scripts/build-containerd.sh){how}");
         }

@@ -36,6 +36,16 @@ pub const API_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// Pod network as weft's default net-conf.json has it; kube-proxy uses it to tell
 /// pod traffic from the rest.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+/// The Kubernetes binaries `up` needs (built by scripts/build-k8s.sh).
+pub const KUBERNETES_BINS: [&str; 7] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+];
 pub const PAUSE_IMAGE: &str = "weft.dev/pause:3.10";
 pub const PROBE_IMAGE: &str = "weft.dev/probe:0.1.0";
 /// Built by scripts/build-coredns.sh; the tag is the version pinned in e2e/go/coredns

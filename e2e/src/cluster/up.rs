@@ -64,15 +64,7 @@ fn up(opts: &Options) -> Result<()> {
             layout.dir.display()
         );
     }
-    for b in [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "kubelet",
-        "kube-proxy",
-        "kubectl",
-    ] {
+    for b in super::KUBERNETES_BINS {
         bin(b)?;
     }
     let runtime = Containerd::find()?;
