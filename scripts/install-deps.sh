@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=(iproute2 nftables iperf3 iputils-ping tcpdump openssl procps ethtool ca-certificates
-      docker.io debootstrap jq runc conntrack iptables util-linux gcc libc6-dev binutils)
+      docker.io debootstrap jq runc conntrack iptables util-linux gcc libc6-dev binutils python3)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

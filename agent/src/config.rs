@@ -14,7 +14,7 @@ use regex::Regex;
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9943";
 /// Default period of the full resync (datapath reprogrammed from the whole Node set).
 pub const DEFAULT_RESYNC: &str = "60s";
-/// Default window in which bursts of Node changes are coalesced into one sync.
+/// Default minimum time between two syncs (bursts of Node changes within it coalesce).
 pub const DEFAULT_DEBOUNCE: &str = "100ms";
 
 #[derive(Parser, Debug, Clone)]
@@ -67,7 +67,10 @@ pub struct Opts {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    /// Address of the HTTP server for /healthz, /readyz and /metrics. kubelet's probes
+    /// and Prometheus reach it on the node's address, so the default is every address;
+    /// pods reach it too: it serves GET only, closes a connection that has not sent its
+    /// request within 5 s, and keeps at most 256 open (the oldest idle one makes room).
     #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
 
@@ -75,7 +78,9 @@ pub struct Opts {
     #[arg(long, default_value = DEFAULT_RESYNC, value_parser = parse_duration)]
     pub resync_interval: Duration,
 
-    /// Node changes arriving within this window are applied in one sync.
+    /// Minimum time between two syncs: the first Node change after a quiet period syncs
+    /// at once; changes arriving during a sync or within this window after it are applied
+    /// together at its end.
     #[arg(long, default_value = DEFAULT_DEBOUNCE, value_parser = parse_duration)]
     pub debounce: Duration,
 

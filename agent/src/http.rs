@@ -1,5 +1,7 @@
 //! The agent's HTTP server: `/healthz` (the process is alive), `/readyz` (200 only once
 //! the datapath is programmed and the subnet file written) and `/metrics` (Prometheus).
+//! It listens on the node's addresses, reachable from every pod, so it runs on
+//! [`weft_common::http_serve`]: header timeout, connection cap, bounded buffers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use weft_common::http_serve::{self, Limits};
 
 use crate::metrics::Metrics;
 
@@ -52,9 +55,10 @@ async fn metrics(
     )
 }
 
-/// Serves until the task is dropped or aborted.
+/// Serves until the task is dropped or aborted (then open connections are closed too).
+/// Never fails: accept errors are retried inside.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    match http_serve::serve(listener, router(state), Limits::default()).await {}
 }
 
 #[cfg(test)]

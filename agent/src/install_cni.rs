@@ -76,43 +76,108 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
 /// Writes `content` to `dest` through `.<name>.tmp` in the same directory: write, set
 /// the mode, fsync, rename, fsync the directory. Skips identical files (a rewritten
 /// conflist makes the runtime reload its CNI config for nothing).
+///
+/// The directories are host paths, so whatever sits at the temporary name is not
+/// trusted: a stale regular file or symlink is unlinked (never followed), anything else
+/// is refused, and the temporary file is created exclusively without following links,
+/// so a symlink planted there cannot redirect the write onto another file.
 fn replace_atomically(dest: &Path, content: &[u8], mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-
     let dir = dest.parent().expect("dest is dir.join(name)");
     fs::create_dir_all(dir).map_err(|e| with_path(e, "create directory", dir))?;
-    if let Ok(old) = fs::read(dest) {
-        let old_mode = fs::metadata(dest).map(|m| m.permissions().mode() & 0o7777);
-        if old == content && old_mode.ok() == Some(mode) {
-            return Ok(());
-        }
+    if is_installed(dest, content, mode) {
+        return Ok(());
     }
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(dest.file_name().expect("dest has a file name"));
-    // ".tmp": the runtime only loads *.conf, *.conflist and *.json from the config dir.
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-
+    let tmp = temp_path(dest);
+    remove_stale_temp(&tmp)?;
+    let mut file = create_exclusive(&tmp, mode)?;
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        use std::os::unix::fs::PermissionsExt;
         file.write_all(content)?;
         // The mode given to open() is filtered by the umask; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
-        drop(file);
         fs::rename(&tmp, dest)?;
         File::open(dir)?.sync_all()
     })();
     if let Err(e) = result {
+        // Ours: created exclusively above. Unlink, never follow.
         let _ = fs::remove_file(&tmp);
         return Err(with_path(e, "install", dest));
     }
     Ok(())
+}
+
+/// `.<name>.tmp` beside `dest`. ".tmp": the runtime only loads *.conf, *.conflist and
+/// *.json from the config dir.
+fn temp_path(dest: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(dest.file_name().expect("dest has a file name"));
+    name.push(".tmp");
+    dest.with_file_name(name)
+}
+
+/// Whether `dest` is already a regular file (not a link to one) with this content and
+/// mode. Compares lengths before reading, and reads without following links.
+fn is_installed(dest: &Path, content: &[u8], mode: u32) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(dest) else {
+        return false;
+    };
+    if !meta.is_file()
+        || meta.len() != content.len() as u64
+        || meta.permissions().mode() & 0o7777 != mode
+    {
+        return false;
+    }
+    let mut old = Vec::with_capacity(content.len());
+    let read = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dest)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(content.len() as u64 + 1).read_to_end(&mut old)
+        });
+    read.is_ok() && old == content
+}
+
+/// Unlinks what a crashed run (or anyone with write access to the directory) left at
+/// the temporary name: a regular file or a symlink (the link itself, not its target).
+/// Anything else (a directory, a FIFO, a device) is refused rather than guessed about.
+fn remove_stale_temp(tmp: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(tmp) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(with_path(e, "inspect stale temporary file", tmp)),
+    };
+    let kind = meta.file_type();
+    if !(kind.is_file() || kind.is_symlink()) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a regular file or symlink ({kind:?}); remove it by hand",
+                tmp.display()
+            ),
+        ));
+    }
+    match fs::remove_file(tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(with_path(e, "remove stale temporary file", tmp))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Creates `tmp` with O_CREAT|O_EXCL|O_NOFOLLOW: fails if anything (a symlink above all)
+/// appeared there since [`remove_stale_temp`], instead of writing through it.
+fn create_exclusive(tmp: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(mode)
+        .open(tmp)
+        .map_err(|e| with_path(e, "create temporary file", tmp))
 }
 
 #[cfg(test)]
@@ -123,7 +188,7 @@ mod tests {
     const CONFLIST: &str = r#"{"cniVersion":"1.1.0","name":"weft","plugins":[{"type":"weft"}]}"#;
 
     struct Fixture {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         bin_src: PathBuf,
         conf_src: PathBuf,
         bin_dir: PathBuf,
@@ -143,7 +208,7 @@ mod tests {
             conf_dir: dir.path().join("etc/cni/net.d"),
             bin_src,
             conf_src,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -245,6 +310,76 @@ mod tests {
             err.to_string().contains(&*f.bin_src.to_string_lossy()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temporary_name_is_not_followed() {
+        let f = fixture();
+        let victims = f.dir.path().join("victims");
+        fs::create_dir(&victims).unwrap();
+        fs::create_dir_all(&f.bin_dir).unwrap();
+        fs::create_dir_all(&f.conf_dir).unwrap();
+        let mut planted = Vec::new();
+        for (dir, name) in [(&f.bin_dir, "weft"), (&f.conf_dir, "10-weft.conflist")] {
+            let victim = victims.join(name);
+            fs::write(&victim, "victim").unwrap();
+            fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::symlink(&victim, dir.join(format!(".{name}.tmp"))).unwrap();
+            planted.push(victim);
+        }
+        // A dangling one too: following it would create a file wherever it points.
+        let nowhere = victims.join("created-through-link");
+        fs::remove_file(f.conf_dir.join(".10-weft.conflist.tmp")).unwrap();
+        std::os::unix::fs::symlink(&nowhere, f.conf_dir.join(".10-weft.conflist.tmp")).unwrap();
+
+        f.install().unwrap();
+        for victim in &planted {
+            assert_eq!(fs::read_to_string(victim).unwrap(), "victim");
+            assert_eq!(mode(victim), 0o600);
+        }
+        assert!(
+            !nowhere.exists(),
+            "nothing created through the dangling link"
+        );
+        assert_eq!(
+            fs::read(f.bin_dir.join("weft")).unwrap(),
+            b"\x7fELF plugin v1"
+        );
+        assert_eq!(
+            fs::read_to_string(f.conf_dir.join("10-weft.conflist")).unwrap(),
+            CONFLIST
+        );
+        assert!(!fs::symlink_metadata(f.bin_dir.join("weft"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(names(&f.bin_dir), ["weft"], "the planted link is gone");
+        assert_eq!(names(&f.conf_dir), ["10-weft.conflist"]);
+    }
+
+    #[test]
+    fn a_directory_at_the_temporary_name_is_refused_by_name() {
+        let f = fixture();
+        fs::create_dir_all(f.bin_dir.join(".weft.tmp")).unwrap();
+        let err = f.install().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains(".weft.tmp"), "{err}");
+        assert!(!f.bin_dir.join("weft").exists());
+    }
+
+    #[test]
+    fn a_symlink_at_the_destination_is_replaced_not_written_through() {
+        let f = fixture();
+        fs::create_dir_all(&f.bin_dir).unwrap();
+        let victim = f.dir.path().join("victim");
+        fs::write(&victim, b"\x7fELF plugin v1").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&victim, f.bin_dir.join("weft")).unwrap();
+        // Same content and mode behind the link: still replaced by a real file.
+        f.install().unwrap();
+        let meta = fs::symlink_metadata(f.bin_dir.join("weft")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(fs::read(&victim).unwrap(), b"\x7fELF plugin v1");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod datapath;
+pub mod events;
 pub mod firewall;
 pub mod http;
 pub mod install_cni;

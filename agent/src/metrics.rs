@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::peers::Reason;
+
 /// Upper bounds (seconds) of the reconcile duration histogram buckets.
 pub const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -54,6 +56,11 @@ pub struct Metrics {
     kernel_update: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
     ready: AtomicBool,
+    /// Nodes left out by peer validation at the last sync, by reason.
+    rejected: [AtomicU64; Reason::ALL.len()],
+    /// The VXLAN filter's drop counters (read from the kernel).
+    vxlan_dropped_foreign: AtomicU64,
+    vxlan_dropped_from_pods: AtomicU64,
 }
 
 /// The outcome of one datapath sync, as the metrics need it.
@@ -89,6 +96,26 @@ impl Metrics {
                 self.error(ErrorKind::Sync);
             }
         }
+    }
+
+    /// The rejections of the last sync (one reason per rejected node).
+    pub fn set_rejected(&self, reasons: impl Iterator<Item = Reason>) {
+        let mut counts = [0u64; Reason::ALL.len()];
+        for r in reasons {
+            counts[r as usize] += 1;
+        }
+        for (gauge, n) in self.rejected.iter().zip(counts) {
+            gauge.store(n, Relaxed);
+        }
+    }
+
+    pub fn rejected(&self, reason: Reason) -> u64 {
+        self.rejected[reason as usize].load(Relaxed)
+    }
+
+    pub fn set_vxlan_drops(&self, foreign: u64, from_pods: u64) {
+        self.vxlan_dropped_foreign.store(foreign, Relaxed);
+        self.vxlan_dropped_from_pods.store(from_pods, Relaxed);
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -215,6 +242,36 @@ impl Metrics {
                 "weft_agent_errors_total{{kind=\"{}\"}} {}",
                 kind.as_str(),
                 self.errors(kind)
+            );
+        }
+        family(
+            &mut out,
+            "weft_agent_rejected_peers",
+            "gauge",
+            "Nodes not routed to because a value failed validation, by reason (last sync).",
+        );
+        for reason in Reason::ALL {
+            let _ = writeln!(
+                out,
+                "weft_agent_rejected_peers{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.rejected(reason)
+            );
+        }
+        family(
+            &mut out,
+            "weft_agent_vxlan_dropped_packets_total",
+            "counter",
+            "VXLAN packets dropped by the source filter: from hosts that are no peer, from pods.",
+        );
+        for (source, c) in [
+            ("foreign", &self.vxlan_dropped_foreign),
+            ("pod", &self.vxlan_dropped_from_pods),
+        ] {
+            let _ = writeln!(
+                out,
+                "weft_agent_vxlan_dropped_packets_total{{source=\"{source}\"}} {}",
+                c.load(Relaxed)
             );
         }
         out

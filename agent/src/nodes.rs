@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Deserializer};
 use weft_common::annotations::{self as ann, vtep_from};
 
-use crate::peers::Peer;
+use crate::peers::{Age, Peer, Reason, Rejection};
 
 /// Node annotations the agent reads; every other annotation is dropped while parsing.
 pub const WATCHED_ANNOTATIONS: [&str; 4] = [
@@ -68,6 +68,7 @@ fn slim_metadata<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error
         name: Option<String>,
         resource_version: Option<String>,
         uid: Option<String>,
+        creation_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
         annotations: Option<BTreeMap<String, String>>,
     }
     let m = Meta::deserialize(d)?;
@@ -79,6 +80,7 @@ fn slim_metadata<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error
         name: m.name,
         resource_version: m.resource_version,
         uid: m.uid,
+        creation_timestamp: m.creation_timestamp,
         annotations,
         ..ObjectMeta::default()
     })
@@ -121,6 +123,11 @@ pub struct NodeLite {
     pub internal_ips: Vec<IpAddr>,
     /// Values that could not be used (bad CIDR, bad annotation), to log on change.
     pub problems: Vec<String>,
+    /// The first problem that makes the node unusable as a peer (a pod CIDR or a VTEP
+    /// annotation that does not parse).
+    pub malformed: Option<String>,
+    /// Creation time and UID: who came first when two Nodes claim the same thing.
+    pub age: Age,
 }
 
 impl NodeLite {
@@ -141,6 +148,7 @@ impl NodeLite {
                 }
             })
             .collect();
+        let mut malformed = problems.first().cloned();
         let internal_ips = node
             .status
             .as_ref()
@@ -168,19 +176,44 @@ impl NodeLite {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if let Err(e) = vtep_from(&annotations) {
+            malformed = malformed.or_else(|| Some(e.clone()));
             problems.push(e);
         }
+        let age = Age {
+            created: node
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            uid: node.metadata.uid.clone().unwrap_or_default(),
+        };
         NodeLite {
             name: node.metadata.name.clone().unwrap_or_default(),
             pod_cidrs,
             annotations,
             internal_ips,
             problems,
+            malformed,
+            age,
         }
     }
 
     /// The peer this node is for the datapath: `None` until it has a pod CIDR and a
-    /// published (and valid) VTEP.
+    /// published VTEP; a rejection when one of those does not parse. Whether the values
+    /// are acceptable is [`crate::peers::validate`]'s business.
+    pub fn to_candidate(&self) -> Option<Result<Peer, Rejection>> {
+        if let Some(problem) = &self.malformed {
+            return Some(Err(Rejection {
+                node: self.name.clone(),
+                reason: Reason::Malformed,
+                detail: problem.clone(),
+            }));
+        }
+        self.to_peer().map(Ok)
+    }
+
+    /// The peer this node is for the datapath, unchecked: `None` until it has a pod CIDR
+    /// and a published (and parseable) VTEP.
     pub fn to_peer(&self) -> Option<Peer> {
         if self.pod_cidrs.is_empty() {
             return None;
@@ -198,22 +231,32 @@ impl NodeLite {
             pod_cidrs: self.pod_cidrs.clone(),
             vtep: Some(vtep),
             node_ip,
+            age: self.age.clone(),
+            vni: self.annotations.get(ann::VNI).cloned(),
         })
     }
 }
 
-/// The desired peer set: every node but `self_name` that is complete, sorted by name.
+/// The candidate peers (every node but `self_name` that is complete, sorted by name; not
+/// validated yet) and the nodes left out because a value does not parse.
 pub fn build_peers<'a>(
     nodes: impl IntoIterator<Item = &'a NodeLite>,
     self_name: &str,
-) -> Vec<Peer> {
-    let mut peers: Vec<Peer> = nodes
+) -> (Vec<Peer>, Vec<Rejection>) {
+    let mut peers = Vec::new();
+    let mut rejected = Vec::new();
+    for candidate in nodes
         .into_iter()
         .filter(|n| n.name != self_name)
-        .filter_map(NodeLite::to_peer)
-        .collect();
+        .filter_map(NodeLite::to_candidate)
+    {
+        match candidate {
+            Ok(p) => peers.push(p),
+            Err(r) => rejected.push(r),
+        }
+    }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
-    peers
+    (peers, rejected)
 }
 
 /// The agent's view of all Nodes, fed by watcher events.
@@ -293,7 +336,8 @@ impl NodeStore {
         self.nodes.is_empty()
     }
 
-    pub fn peers(&self, self_name: &str) -> Vec<Peer> {
+    /// See [`build_peers`].
+    pub fn peers(&self, self_name: &str) -> (Vec<Peer>, Vec<Rejection>) {
         build_peers(self.nodes.values(), self_name)
     }
 }
@@ -435,7 +479,8 @@ mod tests {
                 "192.168.0.15",
             ),
         ];
-        let peers = build_peers(&nodes, "me");
+        let (peers, rejected) = build_peers(&nodes, "me");
+        assert!(rejected.is_empty());
         let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(
@@ -448,8 +493,44 @@ mod tests {
                     public_ip: "192.168.0.12".parse().unwrap()
                 }),
                 node_ip: Some("192.168.0.12".parse().unwrap()),
+                age: Age {
+                    created: None,
+                    uid: "u-1".into()
+                },
+                vni: Some("1".into()),
             }
         );
+    }
+
+    #[test]
+    fn unparseable_values_are_rejections_and_age_is_read() {
+        let mut v = node_json(
+            "bad",
+            &["10.244.2.0/24"],
+            Some("ff:ff:ff:ff:ff:zz"),
+            "192.168.0.12",
+        );
+        v["metadata"]["creationTimestamp"] = json!("2024-01-01T00:00:10Z");
+        let bad = NodeLite::from_slim(&slim(v));
+        assert_eq!(bad.age.created, Some(1_704_067_210));
+        assert_eq!(bad.age.uid, "u-1");
+        let ok = lite(
+            "ok",
+            &["10.244.3.0/24"],
+            Some("02:00:00:00:00:03"),
+            "192.168.0.13",
+        );
+        let no_cidr = NodeLite::from_slim(&slim(json!({
+            "metadata": {"name": "n4"}, "spec": {"podCIDRs": ["10.244.4.0/33"]}})));
+        let (peers, rejected) = build_peers(&[bad, ok, no_cidr], "me");
+        assert_eq!(peers.len(), 1);
+        let got: Vec<(&str, Reason)> = rejected
+            .iter()
+            .map(|r| (r.node.as_str(), r.reason))
+            .collect();
+        assert_eq!(got, [("bad", Reason::Malformed), ("n4", Reason::Malformed)]);
+        assert!(rejected[0].detail.contains(ann::VTEP_MAC));
+        assert!(rejected[1].detail.contains("10.244.4.0/33"));
     }
 
     #[test]
@@ -554,7 +635,7 @@ mod tests {
         store.apply(watcher::Event::Init);
         store.apply(watcher::Event::InitApply(slim(n1)));
         assert!(!store.apply(watcher::Event::InitDone));
-        assert_eq!(store.peers("me").len(), 1);
-        assert_eq!(store.peers("n1").len(), 0);
+        assert_eq!(store.peers("me").0.len(), 1);
+        assert_eq!(store.peers("n1").0.len(), 0);
     }
 }

@@ -1,6 +1,12 @@
 //! What the agent writes on its own Node: the VTEP annotations (metadata only, merge
-//! patch, field manager `weft-agent`) and the NetworkUnavailable=False condition (the
-//! `nodes/status` subresource, strategic merge patch).
+//! patch) and the NetworkUnavailable=False condition (strategic merge patch), both as
+//! field manager `weft-agent` through the `nodes/status` subresource.
+//!
+//! The agent may patch `nodes/status` only, not `nodes` (manifests/rbac-agent.yaml): the
+//! status subresource resets spec but keeps metadata changes, so the annotations go
+//! through it too. The ValidatingAdmissionPolicy in manifests/admission-agent.yaml then
+//! lets the agent change only `weft.dev/*` annotations and this condition, and only on the
+//! Node its pod runs on.
 //!
 //! Node status conditions are a list merged by `type` under a strategic merge patch, so
 //! the patch below touches only the NetworkUnavailable entry and leaves the kubelet's
@@ -73,7 +79,7 @@ pub fn needs_publish(
     desired.iter().any(|(k, v)| current.get(k) != Some(v))
 }
 
-/// The JSON merge patch body: metadata.annotations only.
+/// The JSON merge patch body: metadata.annotations only (sent to nodes/status).
 pub fn annotations_patch(desired: &BTreeMap<String, String>) -> Value {
     json!({ "metadata": { "annotations": desired } })
 }
@@ -110,13 +116,14 @@ fn params() -> PatchParams {
     }
 }
 
-/// Writes the annotations on the Node (merge patch of metadata, as `weft-agent`).
+/// Writes the annotations on the Node (merge patch of metadata through nodes/status, as
+/// `weft-agent`).
 pub async fn publish_annotations(
     api: &Api<Node>,
     node: &str,
     desired: &BTreeMap<String, String>,
 ) -> kube::Result<()> {
-    api.patch(node, &params(), &Patch::Merge(annotations_patch(desired)))
+    api.patch_status(node, &params(), &Patch::Merge(annotations_patch(desired)))
         .await
         .map(drop)
 }
@@ -223,6 +230,22 @@ mod tests {
             annotations_patch(&desired),
             json!({"metadata": {"annotations": {"weft.dev/vtep-mac": "02:00:00:00:00:01"}}})
         );
+    }
+
+    #[test]
+    fn every_published_annotation_is_one_the_admission_policy_allows() {
+        // manifests/admission-agent.yaml lets the agent change weft.dev/* keys only.
+        let ip: IpAddr = "192.168.0.11".parse().unwrap();
+        let cidrs = ["10.244.1.0/24".parse().unwrap()];
+        let desired = desired_annotations(mac(), ip, 1, &cidrs);
+        assert!(!desired.is_empty());
+        for key in annotations_patch(&desired)["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            assert!(key.starts_with(ann::PREFIX), "{key} is not a weft.dev/ key");
+        }
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! The datapath is always synced from the whole desired peer set (never from the last
 //! event), and only once the first complete Node list is in, so nodes not yet seen are
 //! never removed. A sync runs:
-//! * after a relevant change (one that alters a node's projection), delayed by the
-//!   debounce window so a burst of changes costs one sync;
+//! * after a relevant change (one that alters a node's projection): at once when no
+//!   sync ran in the last debounce window (leading edge: one change reaches the kernel
+//!   in milliseconds), else at the end of that window. Events already queued are all
+//!   taken in before a sync starts, and changes that arrive during a sync wait for the
+//!   window after it, so a burst costs a handful of syncs, not one per event;
 //! * every resync interval, to repair drift (entries deleted by hand, a lost event);
 //! * after a kick (see [`Reconciler::run_with_kicks`]: the kernel reported a hand-made
-//!   change to weft's entries), delayed by the same debounce window;
+//!   change to weft's entries), scheduled the same way;
 //! * after a failed sync, with exponential backoff ([`retry_delay`]).
 
 use std::future::Future;
@@ -23,16 +26,30 @@ use tracing::Instrument;
 
 use crate::metrics::{ErrorKind, Metrics, SyncCounts};
 use crate::nodes::{NodeLite, NodeStore, SlimNode};
-use crate::peers::Peer;
+use crate::peers::{Peer, Reason, Rejection};
+
+/// What one sync did, as the loop needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncOutcome {
+    pub counts: SyncCounts,
+    /// Peers the datapath refused to program.
+    pub rejected: Vec<Rejection>,
+    /// Kernel entries refused (the others were applied), with the first refusal: the
+    /// sync is retried with backoff, but it does not hold readiness back.
+    pub failed: usize,
+    pub first_failure: Option<String>,
+    pub drops: Option<crate::firewall::Drops>,
+}
 
 /// What the loop drives: the datapath, or a fake in tests.
 pub trait PeerSync: Send + Sync {
-    /// Makes the datapath match `peers` exactly. Idempotent.
-    fn sync(&self, peers: &[Peer]) -> impl Future<Output = anyhow::Result<SyncCounts>> + Send;
+    /// Makes the datapath match `peers` (candidates: the datapath validates them)
+    /// exactly. Idempotent.
+    fn sync(&self, peers: &[Peer]) -> impl Future<Output = anyhow::Result<SyncOutcome>> + Send;
 }
 
 impl PeerSync for crate::datapath::Datapath {
-    async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncCounts> {
+    async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncOutcome> {
         let s = crate::datapath::Datapath::sync(self, peers).await?;
         // Docker (or anyone) may add or re-create a DROP policy in the iptables FORWARD
         // chain at any time: weft's accepts there are checked on every sync too. A failure
@@ -43,13 +60,28 @@ impl PeerSync for crate::datapath::Datapath {
                 tracing::warn!(error = %e, "cannot keep weft's accepts in the iptables FORWARD chain")
             }
         }
-        Ok(SyncCounts {
-            peers: s.peers,
-            added: s.added,
-            removed: s.removed,
-            updated: s.updated,
+        Ok(SyncOutcome {
+            counts: SyncCounts {
+                peers: s.peers,
+                added: s.added,
+                removed: s.removed,
+                updated: s.updated,
+            },
+            rejected: s.rejected,
+            failed: s.failed,
+            first_failure: s.first_failure,
+            drops: s.drops,
         })
     }
+}
+
+/// How a sync ended, for the loop's scheduling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Synced {
+    Ok,
+    /// Applied, with some entries refused: ready, retried with backoff.
+    Partial,
+    Failed,
 }
 
 /// The own Node's pod CIDRs no longer match the ones the datapath was set up with (the
@@ -110,6 +142,9 @@ pub struct Reconciler<S> {
     pub own_node: watch::Sender<Option<NodeLite>>,
     /// Set to true after the first successful sync.
     pub ready: watch::Sender<bool>,
+    /// Receives each rejected peer once (when it first appears or its reason changes),
+    /// for a Warning Event on that Node.
+    pub rejections: Option<tokio::sync::mpsc::Sender<Rejection>>,
 }
 
 impl<S: PeerSync> Reconciler<S> {
@@ -137,11 +172,24 @@ impl<S: PeerSync> Reconciler<S> {
         // When the next sync is due: end of the debounce window or of a retry backoff.
         let mut due: Option<Instant> = None;
         let mut failures = 0u32;
+        let mut reported: Vec<(String, Reason)> = Vec::new();
+        // When the last sync ended: the next one starts no earlier than a debounce
+        // window after it.
+        let mut last_sync: Option<Instant> = None;
+        let next_due = |last: Option<Instant>| {
+            let now = Instant::now();
+            match last {
+                Some(t) if t + self.debounce > now => t + self.debounce,
+                _ => now,
+            }
+        };
         let mut resync = tokio::time::interval_at(Instant::now() + self.resync, self.resync);
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let sleep_until = due.unwrap_or_else(Instant::now);
             tokio::select! {
+                // Queued events first: a burst is taken in whole before the sync starts.
+                biased;
                 event = events.next() => match event {
                     None => anyhow::bail!("the Node watch ended"),
                     Some(Err(e)) => {
@@ -150,7 +198,7 @@ impl<S: PeerSync> Reconciler<S> {
                     }
                     Some(Ok(event)) => {
                         if store.apply(event) && store.is_listed() && due.is_none() {
-                            due = Some(Instant::now() + self.debounce);
+                            due = Some(next_due(last_sync));
                         }
                         let own = store.get(&self.node_name);
                         if let Some(to) = changed_pod_cidrs(&self.pod_cidrs, own) {
@@ -176,20 +224,24 @@ impl<S: PeerSync> Reconciler<S> {
                     None => kicks_open = false,
                     Some(()) => {
                         if store.is_listed() && due.is_none() {
-                            due = Some(Instant::now() + self.debounce);
+                            due = Some(next_due(last_sync));
                         }
                     }
                 },
                 _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
                     due = None;
-                    if !self.sync_once(&store, &mut failures).await {
+                    let synced = self.sync_once(&store, &mut failures, &mut reported).await;
+                    last_sync = Some(Instant::now());
+                    if synced != Synced::Ok {
                         due = Some(Instant::now() + retry_delay(failures));
                     }
                 }
                 _ = resync.tick() => {
                     if store.is_listed() && due.is_none() {
                         tracing::debug!("periodic resync");
-                        if !self.sync_once(&store, &mut failures).await {
+                        let synced = self.sync_once(&store, &mut failures, &mut reported).await;
+                        last_sync = Some(Instant::now());
+                        if synced != Synced::Ok {
                             due = Some(Instant::now() + retry_delay(failures));
                         }
                     }
@@ -198,20 +250,44 @@ impl<S: PeerSync> Reconciler<S> {
         }
     }
 
-    /// One sync of the whole peer set; true on success.
-    async fn sync_once(&self, store: &NodeStore, failures: &mut u32) -> bool {
-        let peers = store.peers(&self.node_name);
+    /// One sync of the whole peer set.
+    async fn sync_once(
+        &self,
+        store: &NodeStore,
+        failures: &mut u32,
+        reported: &mut Vec<(String, Reason)>,
+    ) -> Synced {
+        let (peers, malformed) = store.peers(&self.node_name);
         let start = Instant::now();
         let span = tracing::info_span!("reconcile", peers = peers.len());
         let result = self.datapath.sync(&peers).instrument(span).await;
         let took = start.elapsed();
         match result {
-            Ok(counts) => {
+            Ok(outcome) => {
+                let counts = outcome.counts;
                 self.metrics.record_sync(took, Ok(counts));
-                if *failures > 0 {
-                    tracing::info!(after_failures = *failures, "datapath sync recovered");
+                let mut rejected = malformed;
+                rejected.extend(outcome.rejected);
+                self.report_rejections(rejected, reported);
+                if let Some(d) = outcome.drops {
+                    self.metrics.set_vxlan_drops(d.foreign, d.from_pods);
                 }
-                *failures = 0;
+                let partial = outcome.failed > 0;
+                if partial {
+                    *failures += 1;
+                    self.metrics.error(ErrorKind::Sync);
+                    tracing::warn!(
+                        failed = outcome.failed,
+                        first = outcome.first_failure.as_deref().unwrap_or_default(),
+                        retry_in_ms = retry_delay(*failures).as_millis() as u64,
+                        "the kernel refused some entries; the others are in place"
+                    );
+                } else {
+                    if *failures > 0 {
+                        tracing::info!(after_failures = *failures, "datapath sync recovered");
+                    }
+                    *failures = 0;
+                }
                 if counts.added + counts.removed + counts.updated > 0 {
                     tracing::info!(
                         peers = counts.peers,
@@ -227,7 +303,11 @@ impl<S: PeerSync> Reconciler<S> {
                     tracing::info!(peers = counts.peers, "datapath programmed; ready");
                 }
                 self.ready.send_if_modified(|r| !std::mem::replace(r, true));
-                true
+                if partial {
+                    Synced::Partial
+                } else {
+                    Synced::Ok
+                }
             }
             Err(e) => {
                 self.metrics.record_sync(took, Err(()));
@@ -239,9 +319,33 @@ impl<S: PeerSync> Reconciler<S> {
                     retry_in_ms = retry_delay(*failures).as_millis() as u64,
                     "datapath sync failed"
                 );
-                false
+                Synced::Failed
             }
         }
+    }
+
+    /// Logs and queues an Event for each rejection not reported before (a node's reason
+    /// is reported again only when it changes), and sets the metric.
+    fn report_rejections(&self, rejected: Vec<Rejection>, reported: &mut Vec<(String, Reason)>) {
+        self.metrics.set_rejected(rejected.iter().map(|r| r.reason));
+        let now: Vec<(String, Reason)> = rejected
+            .iter()
+            .map(|r| (r.node.clone(), r.reason))
+            .collect();
+        for r in rejected {
+            if reported
+                .iter()
+                .any(|(n, reason)| *n == r.node && *reason == r.reason)
+            {
+                continue;
+            }
+            tracing::warn!(node = %r.node, reason = r.reason.as_str(), detail = %r.detail,
+                "not routing to this node: it failed validation");
+            if let Some(tx) = &self.rejections {
+                let _ = tx.try_send(r);
+            }
+        }
+        *reported = now;
     }
 }
 
@@ -261,7 +365,7 @@ mod tests {
     }
 
     impl PeerSync for Fake {
-        async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncCounts> {
+        async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncOutcome> {
             let _ = self
                 .calls
                 .send(peers.iter().map(|p| p.name.clone()).collect());
@@ -272,9 +376,12 @@ mod tests {
             {
                 anyhow::bail!("injected failure");
             }
-            Ok(SyncCounts {
-                peers: peers.len(),
-                added: peers.len(),
+            Ok(SyncOutcome {
+                counts: SyncCounts {
+                    peers: peers.len(),
+                    added: peers.len(),
+                    ..Default::default()
+                },
                 ..Default::default()
             })
         }
@@ -313,6 +420,7 @@ mod tests {
             resync: Duration::from_secs(60),
             own_node: own_tx,
             ready: ready_tx,
+            rejections: None,
         };
         let task = tokio::spawn(r.run_with_kicks(rx, kicks));
         Harness {
@@ -375,13 +483,37 @@ mod tests {
     async fn a_burst_of_changes_costs_one_sync() {
         let mut h = start(0);
         assert!(list(&mut h, vec![]).await.is_empty());
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let start = Instant::now();
-        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
-            send(&h, watcher::Event::Apply(node(name, 2 + i as u8, "1")));
+        for i in 0..500u16 {
+            let name = format!("n{i}");
+            send(
+                &h,
+                watcher::Event::Apply(node(&name, (i % 200) as u8 + 2, "1")),
+            );
         }
-        assert_eq!(h.calls.recv().await.unwrap(), ["a", "b", "c"]);
-        assert!(start.elapsed() >= Duration::from_millis(100), "debounced");
+        let synced = h.calls.recv().await.unwrap();
+        assert_eq!(synced.len(), 500, "the queued burst is taken in whole");
+        assert_eq!(start.elapsed(), Duration::ZERO, "leading edge: no waiting");
         assert_eq!(synced_within(&mut h, Duration::from_secs(1)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_change_syncs_at_once_and_changes_right_after_a_sync_wait_for_the_window() {
+        let mut h = start(0);
+        assert!(list(&mut h, vec![]).await.is_empty());
+        // Quiet for longer than the window: the next change syncs at once.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = Instant::now();
+        send(&h, watcher::Event::Apply(node("a", 2, "1")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        // A change 10 ms after that sync waits until the window after it has passed.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        send(&h, watcher::Event::Apply(node("b", 3, "1")));
+        send(&h, watcher::Event::Apply(node("c", 4, "1")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a", "b", "c"]);
+        assert_eq!(t0.elapsed(), Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]
@@ -416,7 +548,10 @@ mod tests {
         kick.unbounded_send(()).unwrap();
         kick.unbounded_send(()).unwrap();
         assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
-        assert!(t0.elapsed() >= Duration::from_millis(100), "debounced");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "right after the list's sync: waits for the window"
+        );
         assert_eq!(synced_within(&mut h, Duration::from_secs(10)).await, None);
         drop(kick);
         send(&h, watcher::Event::Delete(node("a", 2, "2")));

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use weft_common::annotations::Mac;
 use weft_common::netconf::NetConf;
 
-use crate::config::{LogFormat, Opts};
+use crate::config::Opts;
 use crate::datapath::{self, Datapath, DatapathConfig};
 use crate::http::{self, HttpState};
 use crate::kernel_watch;
@@ -48,20 +48,6 @@ pub const NODE_PAGE_SIZE: u32 = 50;
 /// The watch of all Nodes: paged lists of [`NODE_PAGE_SIZE`].
 pub fn node_watch_config() -> watcher::Config {
     watcher::Config::default().page_size(NODE_PAGE_SIZE)
-}
-
-/// Logs to stderr as text or JSON; the filter comes from RUST_LOG (default `info`).
-/// Does nothing if a subscriber is already installed (in-process runs).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -97,8 +83,7 @@ pub async fn run_with(
         .clone()
         .filter(|n| !n.is_empty())
         .context("no node name: set NODE_NAME (downward API, spec.nodeName) or --node-name")?;
-    let conf = NetConf::load(&opts.config)
-        .with_context(|| format!("loading {}", opts.config.display()))?;
+    let conf = NetConf::load(&opts.config).context("loading the network config")?;
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(opts.metrics_addr)
         .await
@@ -150,6 +135,7 @@ async fn agent(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let slim_nodes: Api<SlimNode> = Api::all(client.clone());
+    let rejections = crate::events::spawn(client.clone(), node_name);
     let nodes: Api<Node> = Api::all(client);
     let own = wait_for_pod_cidrs(&slim_nodes, node_name, &metrics).await?;
     tracing::info!(node = node_name, pod_cidrs = ?own.pod_cidrs, "Node has its pod CIDRs");
@@ -190,6 +176,9 @@ async fn agent(
         mac: publish::published_mac(&own.annotations),
         pod_cidrs: own.pod_cidrs.clone(),
         cluster_cidrs: conf.cluster_cidrs.clone(),
+        node_subnet_size_v4: conf.node_subnet_size_v4,
+        node_subnet_size_v6: conf.node_subnet_size_v6,
+        service_cidrs: conf.service_cidrs.clone(),
         bridge: conf.bridge.clone(),
         direct_routing: conf.direct_routing,
         masquerade: conf.masquerade,
@@ -246,6 +235,7 @@ async fn agent(
         resync: opts.resync_interval,
         own_node: own_tx,
         ready: ready_tx,
+        rejections: Some(rejections),
     }
     .run_with_kicks(events, kicks)
     .await
@@ -379,7 +369,7 @@ pub async fn cleanup(opts: &Opts) -> anyhow::Result<()> {
     });
     let (conn, handle, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
     let _netlink = AbortOnDrop(tokio::spawn(conn));
-    datapath::cleanup(&handle, &conf.vxlan_device, &conf.bridge, &opts.subnet_file)
+    datapath::cleanup(&handle, &conf, &opts.subnet_file)
         .await
         .context("cleaning up the datapath")?;
     let accepts = crate::iptables::remove().context("removing weft's iptables FORWARD accepts")?;

@@ -59,16 +59,18 @@ async fn run_agent(ns: &str, dir: &std::path::Path, own_annotations: Value) -> V
                         &json!({"metadata": {"resourceVersion": "5"}, "items": [own, peer]}),
                     )
                 }
-                (Method::PATCH, "/api/v1/nodes/n1") => {
-                    published = serde_json::from_slice(&body).unwrap();
-                    reply(send, &own);
-                }
                 (Method::GET, "/api/v1/nodes/n1/status") => reply(send, &own),
+                // Both writes go through nodes/status: the annotations (metadata) and
+                // the condition (status).
                 (Method::PATCH, "/api/v1/nodes/n1/status") => {
                     let patch: Value = serde_json::from_slice(&body).unwrap();
-                    assert_eq!(patch["status"]["conditions"][0]["reason"], "WeftIsUp");
+                    if patch.get("metadata").is_some() {
+                        published = patch;
+                    } else {
+                        assert_eq!(patch["status"]["conditions"][0]["reason"], "WeftIsUp");
+                        condition_set = true;
+                    }
                     reply(send, &own);
-                    condition_set = true;
                 }
                 (m, p) => panic!("unexpected request {m} {p}?{query}"),
             }
@@ -200,8 +202,7 @@ async fn agent_exits_when_its_node_comes_back_with_another_pod_cidr() {
                     send,
                     &json!({"metadata": {"resourceVersion": "5"}, "items": [own]}),
                 ),
-                (Method::PATCH, "/api/v1/nodes/n1")
-                | (Method::GET, "/api/v1/nodes/n1/status")
+                (Method::GET, "/api/v1/nodes/n1/status")
                 | (Method::PATCH, "/api/v1/nodes/n1/status") => reply(send, &own),
                 (m, p) => panic!("unexpected request {m} {p}?{query}"),
             }

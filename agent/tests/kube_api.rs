@@ -86,7 +86,7 @@ fn node(name: &str, extra: Value) -> Value {
 }
 
 #[tokio::test]
-async fn annotations_are_a_metadata_merge_patch_by_weft_agent() {
+async fn annotations_are_a_metadata_merge_patch_of_the_status_subresource() {
     let (client, mut handle) = mock();
     let api: Api<Node> = Api::all(client);
     let desired = publish::desired_annotations(
@@ -100,7 +100,8 @@ async fn annotations_are_a_metadata_merge_patch_by_weft_agent() {
     let seen = next(&mut handle, node("n1", json!({}))).await;
     call.await.unwrap().unwrap();
     assert_eq!(seen.method, Method::PATCH);
-    assert_eq!(seen.path, "/api/v1/nodes/n1");
+    // nodes/status: the agent may not patch `nodes` (manifests/rbac-agent.yaml).
+    assert_eq!(seen.path, "/api/v1/nodes/n1/status");
     assert_eq!(
         seen.query.get("fieldManager").map(String::as_str),
         Some(ann::AGENT_FIELD_MANAGER)

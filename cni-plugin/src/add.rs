@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
+use weft_cni::host_veth;
 use weft_common::netns::Netns;
 use weft_common::subnet_file::NodeSubnet;
 
@@ -32,7 +33,8 @@ pub fn run(env: &Env, conf: &NetConf) -> Result<serde_json::Value, CniError> {
     };
     tracing::debug!(ips = ?ips, "reserved");
 
-    let host_name = link::host_veth_name(&env.container_id, &env.ifname);
+    let host_name = host_veth::name(&env.container_id, &env.ifname);
+    let mark = host_veth::ownership_mark(&env.container_id, &env.ifname);
     let result = crate::runtime(|| async {
         let host = link::connect()?;
         let pod = link::connect_in(&netns)?;
@@ -43,6 +45,7 @@ pub fn run(env: &Env, conf: &NetConf) -> Result<serde_json::Value, CniError> {
             &subnet,
             &netns,
             &host_name,
+            &mark,
             &env.ifname,
             &ips,
             &mut created,
@@ -112,6 +115,7 @@ async fn setup(
     subnet: &NodeSubnet,
     netns: &Netns,
     host_name: &str,
+    mark: &str,
     ifname: &str,
     ips: &[IpAddr],
     created: &mut bool,
@@ -120,6 +124,7 @@ async fn setup(
     let host_mac = link::random_mac();
     let spec = VethSpec {
         host_name,
+        mark,
         host_mac,
         pod_ifname: ifname,
         mtu: subnet.mtu,

@@ -1,11 +1,12 @@
 //! CHECK: the pod interface, its MAC, addresses and routes match `prevResult`, the host
-//! veth is still there, and the addresses are still recorded for this container.
+//! veth is still there with this container's ownership mark, and the addresses are still
+//! recorded for this container.
 
-use weft_common::bridge::{addresses, link_by_name};
+use weft_common::bridge::addresses;
 use weft_common::netns::Netns;
 
 use crate::ipam::{Owner, Store};
-use crate::link;
+use crate::link::{self, HostVeth};
 use crate::spec::error::{CniError, INVALID_CONFIG};
 use crate::spec::result::CniResult;
 use crate::spec::{Env, NetConf};
@@ -40,14 +41,23 @@ pub fn run(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         .filter(|ip| ip.interface.is_none_or(|i| i == pod_pos))
         .map(|ip| ip.address)
         .collect();
-    let host_name = link::host_veth_name(&env.container_id, &env.ifname);
+    let host_name = weft_cni::host_veth::name(&env.container_id, &env.ifname);
+    let mark = weft_cni::host_veth::ownership_mark(&env.container_id, &env.ifname);
 
     crate::runtime(|| async {
         let host = link::connect()?;
-        if link_by_name(&host, &host_name).await?.is_none() {
-            return Err(CniError::mismatch(format!(
-                "host veth {host_name} is missing"
-            )));
+        match link::host_veth(&host, &host_name, &mark).await? {
+            HostVeth::Mine(_) => {}
+            HostVeth::Absent => {
+                return Err(CniError::mismatch(format!(
+                    "host veth {host_name} is missing"
+                )))
+            }
+            HostVeth::Other(alias) => {
+                return Err(CniError::mismatch(format!(
+                    "host veth {host_name} is not this container's (alias {alias:?})"
+                )))
+            }
         }
         let pod = link::connect_in(&netns)?;
         let (index, mac, _) = link::pod_link(&pod, &env.ifname).await?.ok_or_else(|| {

@@ -20,7 +20,7 @@ pub fn run(conf: &NetConf) -> Result<(), CniError> {
         .collect();
     let keep_veths: HashSet<String> = valid
         .iter()
-        .map(|o| link::host_veth_name(&o.container_id, &o.ifname))
+        .map(|o| weft_cni::host_veth::name(&o.container_id, &o.ifname))
         .collect();
 
     // Veths first, so an address is only released once nothing uses it.

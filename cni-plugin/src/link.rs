@@ -16,34 +16,15 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{
     Handle, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
-use weft_common::bridge::{addresses, ensure_bridge, link_by_name, link_kind, link_mac, link_mtu};
+use weft_common::bridge::{
+    addresses, ensure_bridge, link_alias, link_by_name, link_kind, link_mac, link_mtu,
+};
 use weft_common::netns::Netns;
 use weft_common::subnet_file::NodeSubnet;
 
-use crate::spec::error::{CniError, INTERFACE_EXISTS};
+use weft_cni::host_veth;
 
-/// Prefix of host veth names; the rest is 8 hex digits of a hash.
-pub const VETH_PREFIX: &str = "weft";
-
-/// The host end's name: deterministic from (container ID, ifname) so DEL and GC find it
-/// without the pod's netns. FNV-1a 64, folded to 32 bits.
-pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in container_id.bytes().chain([0u8]).chain(ifname.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{VETH_PREFIX}{:08x}", (h ^ (h >> 32)) as u32)
-}
-
-/// Whether `name` looks like a host veth this plugin made.
-pub fn is_weft_veth_name(name: &str) -> bool {
-    name.len() == VETH_PREFIX.len() + 8
-        && name.starts_with(VETH_PREFIX)
-        && name[VETH_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+use crate::spec::error::{CniError, HOST_VETH_TAKEN, INTERFACE_EXISTS};
 
 pub fn fmt_mac(m: [u8; 6]) -> String {
     weft_common::annotations::Mac(m).to_string()
@@ -142,6 +123,8 @@ pub async fn bridge(host: &Handle, subnet: &NodeSubnet) -> Result<(u32, [u8; 6])
 
 pub struct VethSpec<'a> {
     pub host_name: &'a str,
+    /// The host end's alias: [`host_veth::ownership_mark`] of the container.
+    pub mark: &'a str,
     pub host_mac: [u8; 6],
     pub pod_ifname: &'a str,
     pub mtu: u32,
@@ -150,16 +133,18 @@ pub struct VethSpec<'a> {
 }
 
 /// Creates the pair: the host end attached to the bridge, the peer created directly
-/// inside the pod netns, named `pod_ifname`. A second message, sent before the first
-/// answer is read, sets hairpin on the host end and brings it up without IPv6 address
-/// generation: a bridge port needs no link-local address, and skipping it saves the
-/// kernel an address, a route and DAD per pod (and keeps host address dumps small).
-/// Sets `created` once the pair exists (so the caller knows what to roll back).
+/// inside the pod netns, named `pod_ifname`. A second message sets hairpin on the host
+/// end, its ownership mark (alias), and brings it up without IPv6 address generation: a
+/// bridge port needs no link-local address, and skipping it saves the kernel an address,
+/// a route and DAD per pod (and keeps host address dumps small). The second message
+/// goes only once the first succeeded, at the cost of a round trip: it names the link,
+/// and when the name is already taken that link is not ours to touch. Sets `created`
+/// once the pair exists (so the caller knows what to roll back).
 pub async fn create_veth(
     host: &Handle,
     pod: &Handle,
     s: &VethSpec<'_>,
-    created_flag: &mut bool,
+    created: &mut bool,
 ) -> Result<(), CniError> {
     // The peer cannot be brought up in this message: the kernel opens it before the pair
     // is joined (ENOTCONN). `pod_up` does it.
@@ -169,7 +154,8 @@ pub async fn create_veth(
         .setns_by_fd(s.netns.fd.as_raw_fd())
         .build();
     peer.attributes.extend(one_queue());
-    // IFLA_AF_SPEC is refused on create (EAFNOSUPPORT), hence the second message.
+    // IFLA_AF_SPEC is refused on create (EAFNOSUPPORT), and IFLA_IFALIAS is ignored
+    // there: hence the second message.
     let mut msg = LinkVeth::new(s.host_name, s.pod_ifname)
         .mtu(s.mtu)
         .address(s.host_mac.to_vec())
@@ -177,50 +163,104 @@ pub async fn create_veth(
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
     msg.attributes.extend(one_queue());
-    let mut port = LinkMessageBuilder::<LinkBridgePort>::default()
-        .name(s.host_name)
-        .set_port_kind(InfoPortKind::Bridge)
-        .append_info_data(InfoBridgePort::HairpinMode(true))
-        .up()
-        .build();
-    if weft_common::kernel_has_ipv6() {
-        port.attributes
-            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-            )]));
-    }
-    // Sent back to back; the kernel handles them in order, so the second finds the port.
-    let (created, port) = futures::join!(
-        host.link().add(msg).execute(),
-        host.link().set_port(port).execute()
-    );
-    if let Err(e) = created {
+    if let Err(e) = host.link().add(msg).execute().await {
         if errno(&e) == Some(libc::EEXIST) {
-            if link_by_name(pod, s.pod_ifname).await?.is_some() {
-                return Err(CniError::new(
-                    INTERFACE_EXISTS,
-                    format!(
-                        "interface {} already exists in netns {}",
-                        s.pod_ifname,
-                        s.netns.path.display()
-                    ),
-                ));
-            }
-            return Err(CniError::new(
-                INTERFACE_EXISTS,
-                format!(
-                    "host veth {} already exists (an earlier ADD of this container was not deleted)",
-                    s.host_name
-                ),
-            ));
+            return Err(name_taken(host, pod, s).await);
         }
         return Err(nl_err(format!(
             "create veth {} / {}",
             s.host_name, s.pod_ifname
         ))(e));
     }
-    *created_flag = true;
-    port.map_err(nl_err(format!("hairpin and up on {}", s.host_name)))
+    *created = true;
+    host.link()
+        .set_port(port_message(s))
+        .execute()
+        .await
+        .map_err(nl_err(format!("hairpin, alias and up on {}", s.host_name)))
+}
+
+/// Hairpin, the ownership mark, up, and no IPv6 address generation, for the host end.
+fn port_message(s: &VethSpec<'_>) -> LinkMessage {
+    let mut port = LinkMessageBuilder::<LinkBridgePort>::default()
+        .name(s.host_name)
+        .set_port_kind(InfoPortKind::Bridge)
+        .append_info_data(InfoBridgePort::HairpinMode(true))
+        .up()
+        .build();
+    port.attributes
+        .push(LinkAttribute::IfAlias(s.mark.to_owned()));
+    if weft_common::kernel_has_ipv6() {
+        port.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+    }
+    port
+}
+
+/// The error for a create that found a name taken: the pod interface already there
+/// (102), a host end of this same container left by an earlier ADD (102), or a host end
+/// that is someone else's (107, a name collision). Only looks; changes nothing.
+async fn name_taken(host: &Handle, pod: &Handle, s: &VethSpec<'_>) -> CniError {
+    match link_by_name(pod, s.pod_ifname).await {
+        Ok(Some(_)) => {
+            return CniError::new(
+                INTERFACE_EXISTS,
+                format!(
+                    "interface {} already exists in netns {}",
+                    s.pod_ifname,
+                    s.netns.path.display()
+                ),
+            )
+        }
+        Ok(None) => {}
+        Err(e) => return e.into(),
+    }
+    let alias = match link_by_name(host, s.host_name).await {
+        Ok(link) => link.as_ref().and_then(link_alias).map(str::to_owned),
+        Err(e) => return e.into(),
+    };
+    if alias.as_deref() == Some(s.mark) {
+        return CniError::new(
+            INTERFACE_EXISTS,
+            format!(
+                "host veth {} already exists (an earlier ADD of this container was not deleted)",
+                s.host_name
+            ),
+        );
+    }
+    CniError::new(
+        HOST_VETH_TAKEN,
+        format!(
+            "host veth name {} is taken by a link that is not this container's (alias {}): \
+             a name collision; that link was left alone",
+            s.host_name,
+            alias.as_deref().map_or("none".into(), |a| format!("{a:?}")),
+        ),
+    )
+}
+
+/// Who holds the host veth name of a container.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostVeth {
+    /// No link has the name.
+    Absent,
+    /// The container's own host end (it carries the container's mark): its index.
+    Mine(u32),
+    /// Some other link: its alias, if any.
+    Other(Option<String>),
+}
+
+/// Looks up `name` and judges it against the container's `mark`.
+pub async fn host_veth(host: &Handle, name: &str, mark: &str) -> Result<HostVeth, CniError> {
+    let Some(link) = link_by_name(host, name).await? else {
+        return Ok(HostVeth::Absent);
+    };
+    Ok(match link_alias(&link) {
+        Some(a) if a == mark => HostVeth::Mine(link.header.index),
+        other => HostVeth::Other(other.map(str::to_owned)),
+    })
 }
 
 /// One TX and one RX queue, said explicitly. Without them a veth end gets one queue per
@@ -297,6 +337,16 @@ pub async fn delete_link(handle: &Handle, name: &str) -> Result<bool, CniError> 
     }
 }
 
+/// Deletes the link with `index` (the one just looked up and judged, not whatever holds
+/// its name by now); `Ok(false)` when it was not there.
+pub async fn delete_link_index(handle: &Handle, index: u32, name: &str) -> Result<bool, CniError> {
+    match handle.link().del(index).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(nl_err(format!("delete link {name} (index {index})"))(e)),
+    }
+}
+
 /// Host veths this plugin made that hang off bridge `bridge_index`: (name).
 pub async fn weft_veths_on(host: &Handle, bridge_index: u32) -> Result<Vec<String>, CniError> {
     let mut out = Vec::new();
@@ -309,7 +359,7 @@ pub async fn weft_veths_on(host: &Handle, bridge_index: u32) -> Result<Vec<Strin
         let on_bridge = l
             .attributes
             .contains(&LinkAttribute::Controller(bridge_index));
-        if let Some(name) = name.filter(|n| is_weft_veth_name(n)) {
+        if let Some(name) = name.filter(|n| host_veth::is_name(n)) {
             if on_bridge && link_kind(&l) == Some(&InfoKind::Veth) {
                 out.push(name);
             }
@@ -378,19 +428,6 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn veth_names_are_stable_distinct_and_recognised() {
-        let a = host_veth_name("abc", "eth0");
-        assert_eq!(a, host_veth_name("abc", "eth0"));
-        assert_ne!(a, host_veth_name("abc", "eth1"));
-        assert_ne!(a, host_veth_name("abd", "eth0"));
-        assert_eq!(a.len(), 12);
-        assert!(is_weft_veth_name(&a));
-        assert!(!is_weft_veth_name("weft0"));
-        assert!(!is_weft_veth_name("weft.1"));
-        assert!(!is_weft_veth_name("weftXYZ12345"));
-    }
 
     #[test]
     fn macs_are_local_unicast() {

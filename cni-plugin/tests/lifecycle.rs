@@ -212,23 +212,13 @@ fn gc_releases_everything_not_valid() {
     assert_eq!(net.allocated().len(), 2);
     assert_eq!(net.ports().len(), 1);
     let kept = net.ports()[0].clone();
-    assert_eq!(kept, weft_host_name("gc1", "eth0"));
+    assert_eq!(kept, weft_cni::host_veth::name("gc1", "eth0"));
     // The 1.1.0 tag's key is accepted too; GC is 1.1.0 only.
     let mut conf = net.conf("1.1.0");
     conf["cni.dev/attachments"] = json!([]);
     assert_eq!(run("GC", &net.conf("1.0.0"), &[]).json()["code"], 1);
     run("GC", &conf, &[]).ok_empty();
     assert!(net.allocated().is_empty() && net.ports().is_empty());
-}
-
-fn weft_host_name(id: &str, ifname: &str) -> String {
-    // Same hash as the plugin's (FNV-1a 64 folded to 32 bits).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes().chain([0u8]).chain(ifname.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("weft{:08x}", (h ^ (h >> 32)) as u32)
 }
 
 #[test]

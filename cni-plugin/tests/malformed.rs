@@ -324,3 +324,36 @@ fn malformed_inputs_get_the_right_codes() {
         json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
     );
 }
+
+/// A `subnetFile` that is not a subnet file but something huge (a log, a device) is
+/// refused after a bounded read: code 105 naming the file and the limit. No root needed:
+/// the subnet file is read before anything touches the kernel.
+#[test]
+fn an_oversized_subnet_file_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let subnet_file = dir.path().join("subnet.env");
+    // Valid keys, then padding: parsed whole, it would be accepted.
+    let text = "WEFT_NODE_CIDRS=10.199.0.0/24\nWEFT_CLUSTER_CIDRS=10.0.0.0/8\nWEFT_MTU=1400\nWEFT_BRIDGE=wcbig0\n";
+    std::fs::write(&subnet_file, text.to_owned() + &"#".repeat(4 << 20)).unwrap();
+    let conf = json!({
+        "cniVersion": "1.1.0",
+        "name": "wtbig",
+        "type": "weft",
+        "subnetFile": subnet_file,
+        "dataDir": dir.path().join("data"),
+    });
+    let env = [
+        ("CNI_CONTAINERID", "big"),
+        ("CNI_NETNS", "/var/run/netns/wc-not-used"),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let answer = common::run("ADD", &conf, &env);
+    let msg = answer.err(105);
+    assert!(
+        msg.contains(&*subnet_file.to_string_lossy()) && msg.contains("65536 bytes"),
+        "{msg}"
+    );
+    let msg = common::run("STATUS", &conf, &[]).err(50);
+    assert!(msg.contains("65536 bytes"), "{msg}");
+    assert!(!dir.path().join("data").exists(), "no IPAM store made");
+}

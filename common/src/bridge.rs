@@ -14,6 +14,65 @@ use crate::Error;
 
 const EEXIST: i32 = libc::EEXIST;
 
+/// The interface alias (`ip link show` prints it as `alias weft`) of every device weft
+/// creates: weft reconfigures, recreates and deletes only devices that carry it (or, for
+/// devices made by versions before the alias, that match weft's shape exactly).
+pub const OWNER_ALIAS: &str = "weft";
+
+/// The link's alias (IFLA_IFALIAS), if any.
+pub fn link_alias(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+/// Marks the link as weft's (see [`OWNER_ALIAS`]). The kernel ignores IFLA_IFALIAS when
+/// a link is created, so it is set afterwards.
+pub async fn mark_owned(handle: &Handle, index: u32, name: &str) -> Result<(), Error> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).alias(OWNER_ALIAS).build())
+        .execute()
+        .await
+        .map_err(|e| Error::netlink(format!("set alias of {name}"), e))
+}
+
+/// Whether weft may manage an existing bridge `link` with global addresses `addrs`: it
+/// carries weft's alias, or (made before the alias existed) it is a bridge whose every
+/// global address lies in a cluster CIDR. `Err` says why not: e.g. `docker0`, or a `br0`
+/// holding the node's address, must never lose their addresses to weft.
+pub fn bridge_ownership(
+    link: &LinkMessage,
+    addrs: &[(IpAddr, u8)],
+    cluster_cidrs: &[IpNet],
+) -> Result<(), String> {
+    if link_kind(link) != Some(&InfoKind::Bridge) {
+        return Err(format!(
+            "is a {:?} device, not a bridge weft made",
+            link_kind(link)
+        ));
+    }
+    if link_alias(link) == Some(OWNER_ALIAS) {
+        return Ok(());
+    }
+    if let Some(alias) = link_alias(link) {
+        return Err(format!("carries the alias {alias:?}, not weft's"));
+    }
+    let link_local =
+        |ip: &IpAddr| matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+    match addrs
+        .iter()
+        .filter(|(ip, _)| !link_local(ip))
+        .find(|(ip, _)| !cluster_cidrs.iter().any(|c| c.contains(ip)))
+    {
+        Some((ip, len)) => Err(format!(
+            "holds {ip}/{len}, outside the cluster CIDRs: not a bridge weft made"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Looks a link up by name; `Ok(None)` when there is none.
 pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, Error> {
     match handle
@@ -160,18 +219,25 @@ pub async fn ensure_bridge(
         Some(link) => link,
         None => {
             let msg = LinkBridge::new(name).mtu(mtu).build();
-            match handle.link().add(msg).execute().await {
-                Ok(()) => {}
+            let created = match handle.link().add(msg).execute().await {
+                Ok(()) => true,
                 Err(rtnetlink::Error::NetlinkError(e))
-                    if e.code.map(|c| -c.get()) == Some(EEXIST) => {}
+                    if e.code.map(|c| -c.get()) == Some(EEXIST) =>
+                {
+                    false
+                }
                 Err(e) => return Err(Error::netlink(format!("create bridge {name}"), e)),
-            }
-            link_by_name(handle, name)
+            };
+            let link = link_by_name(handle, name)
                 .await?
                 .ok_or_else(|| Error::Interface {
                     name: name.into(),
                     reason: "bridge vanished right after it was created".into(),
-                })?
+                })?;
+            if created {
+                mark_owned(handle, link.header.index, name).await?;
+            }
+            link
         }
     };
     if link_kind(&link) != Some(&InfoKind::Bridge) {
@@ -203,13 +269,29 @@ pub async fn ensure_bridge(
 
 /// [`ensure_bridge`], and no global-scope address but the gateways: for the agent, which
 /// owns the bridge's addresses. A gateway of an old pod CIDR is removed with its
-/// connected route; IPv6 link-local addresses stay.
+/// connected route; IPv6 link-local addresses stay. An existing link of that name that is
+/// not weft's ([`bridge_ownership`] against `cluster_cidrs`) is refused untouched.
 pub async fn ensure_bridge_exact(
     handle: &Handle,
     name: &str,
     mtu: u32,
     gateways: &[(IpAddr, IpNet)],
+    cluster_cidrs: &[IpNet],
 ) -> Result<u32, Error> {
+    if let Some(link) = link_by_name(handle, name).await? {
+        let addrs = addresses(handle, link.header.index).await?;
+        if let Err(reason) = bridge_ownership(&link, &addrs, cluster_cidrs) {
+            return Err(Error::Interface {
+                name: name.into(),
+                reason: format!(
+                    "{reason}; refusing to take it over (net-conf.json field `bridge`)"
+                ),
+            });
+        }
+        if link_alias(&link) != Some(OWNER_ALIAS) {
+            mark_owned(handle, link.header.index, name).await?;
+        }
+    }
     let index = ensure_bridge(handle, name, mtu, &[]).await?;
     let want: Vec<(IpAddr, u8)> = gateways
         .iter()
@@ -269,4 +351,46 @@ pub async fn remove_addresses_except(
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(kind: InfoKind, alias: Option<&str>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+        if let Some(a) = alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.into()));
+        }
+        m
+    }
+
+    #[test]
+    fn only_weft_bridges_are_taken_over() {
+        let cluster: Vec<IpNet> = vec!["10.244.0.0/16".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ours = link(InfoKind::Bridge, Some(OWNER_ALIAS));
+        assert_eq!(
+            bridge_ownership(&ours, &[(ip("192.168.1.1"), 24)], &cluster),
+            Ok(())
+        );
+        // Made before the alias: only gateways in the cluster (and link-local) on it.
+        let legacy = link(InfoKind::Bridge, None);
+        let gw = [(ip("10.244.1.1"), 24), (ip("fe80::1"), 64)];
+        assert_eq!(bridge_ownership(&legacy, &gw, &cluster), Ok(()));
+        assert_eq!(bridge_ownership(&legacy, &[], &cluster), Ok(()));
+        // docker0, or br0 with the node's address.
+        let docker = bridge_ownership(&legacy, &[(ip("172.17.0.1"), 16)], &cluster);
+        assert!(docker.unwrap_err().contains("172.17.0.1/16"));
+        let other = link(InfoKind::Bridge, Some("lan"));
+        assert!(bridge_ownership(&other, &[], &cluster)
+            .unwrap_err()
+            .contains("lan"));
+        let eth = link(InfoKind::Veth, None);
+        assert!(bridge_ownership(&eth, &[], &cluster)
+            .unwrap_err()
+            .contains("not a bridge"));
+    }
 }

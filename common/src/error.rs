@@ -5,6 +5,12 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("invalid network config: field `{field}`: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
+    // The cause is in the message, not in the error chain: it would print twice.
+    #[error("network config {path}: {cause}")]
+    ConfigIo {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("cannot parse network config: {0}")]
     ConfigSyntax(#[from] serde_json::Error),
     #[error("node subnet file {path}: line {line}: {reason}")]

@@ -6,10 +6,16 @@
 //! * [`annotations`]: the Node annotation keys the agent publishes and peers read.
 //! * [`netns`]: run code inside a network namespace on a dedicated OS thread.
 //! * [`bridge`]: make sure the node bridge exists with its gateway and MTU.
+//! * [`fsutil`]: read a small file with a size cap (`read_to_string_bounded`).
+//! * `http_serve` (feature `http`): the slowloris-proof HTTP server of the agent and the
+//!   controller.
 
 pub mod annotations;
 pub mod bridge;
 pub mod error;
+pub mod fsutil;
+#[cfg(feature = "http")]
+pub mod http_serve;
 pub mod netconf;
 pub mod netns;
 pub mod subnet_file;

@@ -12,13 +12,20 @@ use crate::Error;
 
 /// Default location inside the agent and controller pods (the ConfigMap mount).
 pub const DEFAULT_PATH: &str = "/etc/weft/net-conf.json";
+/// The largest net-conf.json read (a real one is a few hundred bytes).
+pub const MAX_BYTES: u64 = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetConf {
-    /// One IPv4 and/or one IPv6 prefix, IPv4 first by convention.
+    /// One IPv4 and/or one IPv6 prefix; IPv4 first when both (an IPv6-first list is
+    /// rejected: pods' primary family is IPv4 in a dual-stack weft cluster).
     #[serde(rename = "clusterCIDRs")]
     pub cluster_cidrs: Vec<IpNet>,
+    /// The cluster's Service CIDRs (kube-apiserver's --service-cluster-ip-range), when
+    /// known: no Node's pod CIDR may overlap them.
+    #[serde(default, rename = "serviceCIDRs")]
+    pub service_cidrs: Vec<IpNet>,
     #[serde(default = "default_v4_size")]
     pub node_subnet_size_v4: u8,
     #[serde(default = "default_v6_size")]
@@ -68,6 +75,7 @@ impl Default for NetConf {
     fn default() -> Self {
         NetConf {
             cluster_cidrs: vec!["10.244.0.0/16".parse().expect("literal CIDR")],
+            service_cidrs: Vec::new(),
             node_subnet_size_v4: default_v4_size(),
             node_subnet_size_v6: default_v6_size(),
             vni: default_vni(),
@@ -90,9 +98,11 @@ impl NetConf {
     }
 
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::SubnetFileIo {
-            path: path.to_owned(),
-            source,
+        let text = crate::fsutil::read_to_string_bounded(path, MAX_BYTES).map_err(|cause| {
+            Error::ConfigIo {
+                path: path.to_owned(),
+                cause,
+            }
         })?;
         Self::parse(&text)
     }
@@ -128,12 +138,36 @@ impl NetConf {
                 "at most one IPv4 and one IPv6 prefix".into(),
             );
         }
+        if v4 == 1 && v6 == 1 && matches!(self.cluster_cidrs[0], IpNet::V6(_)) {
+            return bad(
+                "clusterCIDRs",
+                "list the IPv4 prefix first (IPv6-first dual-stack is not supported)".into(),
+            );
+        }
         for net in &self.cluster_cidrs {
             if net.trunc() != *net {
                 return bad(
                     "clusterCIDRs",
                     format!("{net} has host bits set (did you mean {}?)", net.trunc()),
                 );
+            }
+            if !is_unicast_range(net) {
+                return bad(
+                    "clusterCIDRs",
+                    format!("{net} is not a unicast range for pods"),
+                );
+            }
+        }
+        for net in &self.service_cidrs {
+            if net.trunc() != *net {
+                return bad("serviceCIDRs", format!("{net} has host bits set"));
+            }
+            if let Some(c) = self
+                .cluster_cidrs
+                .iter()
+                .find(|c| c.contains(net) || net.contains(*c))
+            {
+                return bad("serviceCIDRs", format!("{net} overlaps clusterCIDR {c}"));
             }
         }
         if let Some(net) = self.cluster_v4() {
@@ -181,7 +215,36 @@ impl NetConf {
             field: "vxlanDevice",
             reason,
         })?;
+        if self.bridge == self.vxlan_device {
+            return bad(
+                "vxlanDevice",
+                format!(
+                    "{:?} is also the bridge's name; the two must differ",
+                    self.bridge
+                ),
+            );
+        }
         Ok(())
+    }
+}
+
+/// Whether `net` could hold pod addresses: not the unspecified, loopback, link-local,
+/// multicast or broadcast ranges.
+fn is_unicast_range(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(n) => {
+            let a = n.network();
+            n.prefix_len() > 0
+                && !(a.is_loopback() || a.is_link_local() || a.is_multicast() || a.is_broadcast())
+                && a.octets()[0] != 0
+                && a.octets()[0] < 240
+        }
+        IpNet::V6(n) => {
+            let a = n.network();
+            n.prefix_len() > 0
+                && !(a.is_loopback() || a.is_multicast() || a.is_unspecified())
+                && a.segments()[0] & 0xffc0 != 0xfe80
+        }
     }
 }
 
@@ -273,6 +336,55 @@ mod tests {
             field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"vxlanDevice":"0123456789abcdef"}"#),
             "vxlanDevice"
         );
+    }
+
+    #[test]
+    fn family_order_ranges_services_and_device_names() {
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["fd00:10:244::/56","10.244.0.0/16"]}"#),
+            "clusterCIDRs"
+        );
+        for bad in [
+            "224.0.0.0/8",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "0.0.0.0/0",
+            "ff00::/8",
+        ] {
+            let text = format!(
+                r#"{{"clusterCIDRs":["{bad}"],"nodeSubnetSizeV4":24,"nodeSubnetSizeV6":120}}"#
+            );
+            assert_eq!(field_of(&text), "clusterCIDRs", "{bad}");
+        }
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"serviceCIDRs":["10.244.0.0/20"]}"#),
+            "serviceCIDRs"
+        );
+        let c =
+            NetConf::parse(r#"{"clusterCIDRs":["10.244.0.0/16"],"serviceCIDRs":["10.96.0.0/12"]}"#)
+                .unwrap();
+        assert_eq!(c.service_cidrs.len(), 1);
+        let err =
+            NetConf::parse(r#"{"clusterCIDRs":["10.244.0.0/16"],"bridge":"x","vxlanDevice":"x"}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("bridge"), "{err}");
+        assert_eq!(
+            field_of(r#"{"clusterCIDRs":["10.244.0.0/16"],"bridge":"x","vxlanDevice":"x"}"#),
+            "vxlanDevice"
+        );
+    }
+
+    #[test]
+    fn load_names_the_config_file_and_bounds_the_read() {
+        let err = NetConf::load(Path::new("/nonexistent/net-conf.json")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("network config /nonexistent/net-conf.json"),
+            "{text}"
+        );
+        assert!(!text.contains("subnet"), "{text}");
+        let err = NetConf::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(err, Error::ConfigIo { .. }), "{err}");
     }
 
     #[test]

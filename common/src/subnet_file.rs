@@ -19,10 +19,15 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+use crate::fsutil::read_to_string_bounded;
 use crate::netconf::check_ifname;
 use crate::Error;
 
 pub const DEFAULT_PATH: &str = "/run/weft/subnet.env";
+
+/// Largest subnet file read: a real one is a few hundred bytes. The cap turns a wrong
+/// `subnetFile` (`/dev/zero`, a log file) into an error instead of unbounded memory.
+pub const MAX_BYTES: u64 = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSubnet {
@@ -154,10 +159,11 @@ impl NodeSubnet {
     }
 
     pub fn read(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::SubnetFileIo {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            read_to_string_bounded(path, MAX_BYTES).map_err(|source| Error::SubnetFileIo {
+                path: path.to_owned(),
+                source,
+            })?;
         Self::parse(&text, path)
     }
 
@@ -169,7 +175,7 @@ impl NodeSubnet {
             source,
         };
         let text = self.render();
-        if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
+        if read_to_string_bounded(path, MAX_BYTES).ok().as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
@@ -271,5 +277,22 @@ mod tests {
         assert_eq!(NodeSubnet::read(&path).unwrap(), sample());
         let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn an_endless_or_huge_file_is_an_error_not_a_memory_blowup() {
+        let e = NodeSubnet::read(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(&e, Error::SubnetFileIo { source, .. }
+                if source.kind() == std::io::ErrorKind::FileTooLarge),
+            "{e}"
+        );
+        assert!(e.to_string().contains("/dev/zero") && e.to_string().contains("65536"));
+        // A valid file padded past the cap with comments is refused too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subnet.env");
+        let padded = sample().render() + &"#".repeat(MAX_BYTES as usize);
+        std::fs::write(&path, padded).unwrap();
+        assert!(NodeSubnet::read(&path).is_err());
     }
 }

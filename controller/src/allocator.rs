@@ -2,9 +2,24 @@
 //!
 //! Per address family a [`Pool`] carves the cluster CIDR into node subnets of one size
 //! and records who owns which. Ownership is kept as a sparse map of index ranges, so a
-//! /32 IPv6 cluster cut into /64s (2^32 subnets) costs memory per node, not per subnet,
-//! and a podCIDR set by hand with another size (a /23 or a /25 where /24 is the rule)
-//! still blocks exactly the subnets it overlaps.
+//! /32 IPv6 cluster cut into /64s (2^32 subnets) costs memory per node, not per subnet.
+//!
+//! What a Node's existing podCIDR may take: a Node object is written by its kubelet (or
+//! anyone allowed to create Nodes), so its podCIDR is a claim, not a fact. The table
+//! records one only when it is exactly one node subnet of the cluster CIDR that no other
+//! node holds; a claim is never counted as covering more than one node subnet.
+//! * Outside the cluster CIDR: nothing is recorded (there is nothing of ours to block).
+//! * Inside but of the wrong size (a /17 or a /25 where /24 is the rule): nothing is
+//!   recorded either. Recording what it overlaps would let one Node take any share of
+//!   the pool (a /17 in a /16 of /24s: 128 of 256 subnets), and agents do not route a
+//!   wrong-size pod CIDR, so it carries no traffic that another node's subnet inside it
+//!   could collide with.
+//! * The right size but already held by another node (a duplicate): refused, and the
+//!   holder keeps it; the duplicate overlaps exactly that one subnet, so refusing it
+//!   marks nothing more. It is recorded if the holder lets the subnet go.
+//!
+//! Refusals come back as [`AdoptError`]s; the reconcile loop turns them into Warning
+//! Events and the `weft_controller_rejected_pod_cidrs` gauge.
 //!
 //! Allocation is round-robin: the search starts after the last subnet handed out, so a
 //! subnet freed by a deleted node is not given to the next node at once.
@@ -42,6 +57,8 @@ impl Family {
 pub enum AdoptError {
     /// Not inside the cluster CIDR of its family (or no pool for its family).
     OutsideCluster(IpNet),
+    /// Inside the cluster CIDR but not one node subnet: its prefix length is not `want`.
+    WrongSize { cidr: IpNet, want: u8 },
     /// Overlaps a subnet another node already owns.
     Conflict { cidr: IpNet, with: String },
 }
@@ -50,6 +67,10 @@ impl std::fmt::Display for AdoptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AdoptError::OutsideCluster(c) => write!(f, "podCIDR {c} lies outside the cluster CIDR"),
+            AdoptError::WrongSize { cidr, want } => write!(
+                f,
+                "podCIDR {cidr} is not a node subnet: the cluster gives each node a /{want}"
+            ),
             AdoptError::Conflict { cidr, with } => {
                 write!(f, "podCIDR {cidr} overlaps the pod CIDR of node {with}")
             }
@@ -176,18 +197,25 @@ impl Pool {
             .map(|(_, r)| r.owner.as_str())
     }
 
-    /// Records `net` as owned by `node`. Re-adopting what the node already owns is Ok.
+    /// Records `net` as owned by `node` when it is exactly one node subnet that no other
+    /// node owns (see the module doc). Re-adopting what the node already owns is Ok.
     pub fn adopt(&mut self, node: &str, net: &IpNet) -> Result<(), AdoptError> {
         let Some((start, end)) = self.range_of(net) else {
             return Err(AdoptError::OutsideCluster(*net));
         };
+        if net.prefix_len() != self.node_len {
+            return Err(AdoptError::WrongSize {
+                cidr: *net,
+                want: self.node_len,
+            });
+        }
         if let Some(other) = self.overlapping_owner(start, end, node) {
             return Err(AdoptError::Conflict {
                 cidr: *net,
                 with: other.to_string(),
             });
         }
-        // Anything overlapping is the node's own (possibly a different shape): replace.
+        // Anything overlapping is the node's own: replace it.
         self.remove_overlapping(start, end);
         self.insert(start, end, node);
         Ok(())

@@ -1,4 +1,5 @@
-//! Kubernetes Events on Nodes: CIDRAssigned, CIDRNotAvailable, CIDRConflict.
+//! Kubernetes Events on Nodes: CIDRAssigned, CIDRNotAvailable, CIDRConflict,
+//! CIDRWrongSize.
 //!
 //! Events are best effort: the reconcile loop hands them to a background publisher
 //! through a bounded queue and never waits on the API server for them.
@@ -14,7 +15,11 @@ use crate::metrics::Metrics;
 
 pub const REASON_ASSIGNED: &str = "CIDRAssigned";
 pub const REASON_NOT_AVAILABLE: &str = "CIDRNotAvailable";
+/// A pod CIDR outside the cluster CIDRs, overlapping another Node's, or unparsable.
 pub const REASON_CONFLICT: &str = "CIDRConflict";
+/// A pod CIDR inside the cluster CIDR that is not one node subnet (a /17 where each node
+/// gets a /24): not recorded, so it blocks no other node's subnet.
+pub const REASON_WRONG_SIZE: &str = "CIDRWrongSize";
 
 const QUEUE: usize = 4096;
 const PARALLEL: usize = 8;
@@ -82,11 +87,13 @@ impl Events {
         });
     }
 
-    pub fn conflict(&self, node: ObjectReference, note: String) {
+    /// A Warning that a pod CIDR of the Node was refused (`reason`: one of
+    /// [`REASON_CONFLICT`], [`REASON_WRONG_SIZE`]).
+    pub fn rejected(&self, node: ObjectReference, reason: &'static str, note: String) {
         self.send(NodeEvent {
             node,
             warning: true,
-            reason: REASON_CONFLICT,
+            reason,
             note,
         });
     }

@@ -1,4 +1,6 @@
-//! /healthz, /readyz and /metrics.
+//! /healthz, /readyz and /metrics. The port is on the node's addresses (host network),
+//! reachable from every pod, so it runs on [`weft_common::http_serve`]: header timeout,
+//! connection cap, bounded buffers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use weft_common::http_serve::{self, Limits};
 
 use crate::metrics::Metrics;
 use crate::Error;
@@ -47,10 +50,10 @@ pub async fn spawn(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr
     let local = listener
         .local_addr()
         .map_err(|source| Error::Http { addr, source })?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(metrics)).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    tokio::spawn(http_serve::serve(
+        listener,
+        router(metrics),
+        Limits::default(),
+    ));
     Ok(local)
 }

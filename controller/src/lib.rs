@@ -7,6 +7,7 @@
 //! * [`config`]: `net-conf.json` plus flag/env overrides, validated at start.
 //! * [`node`]: the small Node projection the watch keeps (name, uid, pod CIDRs).
 //! * [`reconcile`]: the watch-and-patch loop; [`patch`]: one Node patch and its outcome.
+//! * [`rejected`]: pod CIDRs a Node claims that the table refused, and why.
 //! * [`events`], [`leader`], [`http`], [`metrics`]: Events, the Lease, health and metrics.
 
 use std::future::Future;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod patch;
 pub mod reconcile;
+pub mod rejected;
 
 /// Everything that can stop the controller.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! `weft-controller`: gives every Node a pod subnet (flags and wiring only).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -40,7 +41,10 @@ struct Cli {
     /// Kubeconfig to use instead of the in-cluster config or $KUBECONFIG.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Address for /healthz, /readyz and /metrics.
+    /// Address for /healthz, /readyz and /metrics. kubelet's probes and Prometheus reach
+    /// it on the node's address (host network), so the default is every address; pods
+    /// reach it too: it serves GET only, closes a connection that has not sent its
+    /// request within 5 s, and keeps at most 256 open (the oldest idle one makes room).
     #[arg(
         long,
         env = "WEFT_CONTROLLER_HTTP_ADDR",
@@ -67,12 +71,15 @@ struct Cli {
     log_format: LogFormat,
 }
 
+/// Logs to stderr; colours only when stderr is a terminal: `kubectl logs` and journald
+/// show escapes verbatim.
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -82,6 +89,10 @@ fn init_logs(format: LogFormat) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    match weft_common::http_serve::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let opts = Options {
         config_path: cli.config,
         overrides: Overrides {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::allocator::{Family, PoolStats};
+use crate::rejected::Reason;
 
 /// Shared between the reconcile loop (writer) and the HTTP server (reader).
 #[derive(Debug, Default)]
@@ -16,6 +17,8 @@ pub struct Metrics {
     /// The allocation table has been rebuilt from all Nodes.
     pub ready: AtomicBool,
     pools: Mutex<Vec<(Family, PoolStats)>>,
+    /// Node pod CIDRs the table refuses now, per reason.
+    rejected: Mutex<Vec<(Reason, u64)>>,
 }
 
 impl Metrics {
@@ -29,6 +32,10 @@ impl Metrics {
 
     pub fn pools(&self) -> Vec<(Family, PoolStats)> {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_rejected(&self, counts: Vec<(Reason, u64)>) {
+        *self.rejected.lock().unwrap_or_else(|e| e.into_inner()) = counts;
     }
 
     pub fn is_ready(&self) -> bool {
@@ -49,6 +56,27 @@ impl Metrics {
                 );
             }
         }
+        out.push_str(
+            "# HELP weft_controller_rejected_pod_cidrs Node pod CIDRs not recorded in the \
+             allocation table (so blocking no subnet), by reason.\n",
+        );
+        out.push_str("# TYPE weft_controller_rejected_pod_cidrs gauge\n");
+        let rejected = self
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for reason in Reason::ALL {
+            let n = rejected
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map_or(0, |(_, n)| *n);
+            let _ = writeln!(
+                out,
+                "weft_controller_rejected_pod_cidrs{{reason=\"{}\"}} {n}",
+                reason.label()
+            );
+        }
         let counters = [
             (
                 "allocations",
@@ -57,7 +85,7 @@ impl Metrics {
             ),
             (
                 "conflicts",
-                "Node pod CIDRs outside the cluster CIDR or overlapping another node's.",
+                "Nodes warned about a refused pod CIDR (outside, wrong size, overlapping).",
                 &self.conflicts,
             ),
             ("errors", "Failed API calls and watch errors.", &self.errors),
@@ -108,5 +136,10 @@ mod tests {
         assert!(text.contains("weft_controller_conflicts_total 0\n"));
         assert!(text.contains("weft_controller_errors_total 0\n"));
         assert!(text.contains("weft_controller_leader 1\n"));
+        assert!(text.contains("weft_controller_rejected_pod_cidrs{reason=\"wrong_size\"} 0\n"));
+        m.set_rejected(vec![(Reason::WrongSize, 2)]);
+        let text = m.render();
+        assert!(text.contains("weft_controller_rejected_pod_cidrs{reason=\"wrong_size\"} 2\n"));
+        assert!(text.contains("weft_controller_rejected_pod_cidrs{reason=\"overlap\"} 0\n"));
     }
 }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A Node reduced to what allocation needs.
@@ -28,7 +28,8 @@ pub struct NodeCidrsSpec {
     pub pod_cidrs: Vec<String>,
 }
 
-/// Keeps name, uid and resourceVersion; skips labels, annotations and managed fields.
+/// Keeps name, uid, resourceVersion and creationTimestamp (which of two Nodes claiming
+/// one subnet came first); skips labels, annotations and managed fields.
 fn slim_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -36,12 +37,14 @@ fn slim_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
         name: Option<String>,
         uid: Option<String>,
         resource_version: Option<String>,
+        creation_timestamp: Option<Time>,
     }
     let s = Slim::deserialize(d)?;
     Ok(ObjectMeta {
         name: s.name,
         uid: s.uid,
         resource_version: s.resource_version,
+        creation_timestamp: s.creation_timestamp,
         ..ObjectMeta::default()
     })
 }
@@ -76,6 +79,15 @@ impl kube::Resource for NodeCidrs {
 impl NodeCidrs {
     pub fn name(&self) -> &str {
         self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// Oldest first: creation time, then UID (both set by the API server, so a Node
+    /// cannot choose to sort before one that exists already; the name can be chosen).
+    pub fn age_key(&self) -> (Option<&Time>, Option<&str>) {
+        (
+            self.metadata.creation_timestamp.as_ref(),
+            self.metadata.uid.as_deref(),
+        )
     }
 
     /// True when the API server holds any pod CIDR for the node: it can't be changed.
@@ -133,11 +145,28 @@ mod tests {
         let n: NodeCidrs = serde_json::from_str(json).unwrap();
         assert_eq!(n.name(), "n1");
         assert_eq!(n.metadata.uid.as_deref(), Some("u1"));
+        assert!(n.metadata.creation_timestamp.is_none());
         assert!(n.metadata.labels.is_none() && n.metadata.managed_fields.is_none());
         assert!(n.has_pod_cidr());
         let (good, bad) = n.pod_cidrs();
         assert_eq!(good.len(), 2);
         assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn older_nodes_sort_first_whatever_their_names() {
+        let node = |name: &str, created: &str| -> NodeCidrs {
+            serde_json::from_str(&format!(
+                r#"{{"metadata":{{"name":"{name}","uid":"u-{name}","creationTimestamp":"{created}"}}}}"#
+            ))
+            .unwrap()
+        };
+        let mut list = [
+            node("a-new", "2026-03-01T00:00:00Z"),
+            node("z-old", "2025-01-01T00:00:00Z"),
+        ];
+        list.sort_by(|x, y| x.age_key().cmp(&y.age_key()));
+        assert_eq!(list[0].name(), "z-old");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::node::{node_ref, NodeCidrs};
 use crate::patch::{self, Outcome};
+use crate::rejected::{Reason, Rejected};
 
 /// Nodes per list page: the projection is small, the raw page is not (15-30 KB a Node).
 pub const LIST_PAGE_SIZE: u32 = 250;
@@ -60,6 +61,8 @@ pub struct Reconciler {
     conflicted: HashMap<String, Vec<IpNet>>,
     /// Nodes already warned about (conflict, outside, exhaustion): one Event per episode.
     warned: HashSet<String>,
+    /// Pod CIDRs Nodes claim that the table refused, for the gauge.
+    rejected: Rejected,
     patches: FuturesUnordered<BoxFut<(String, Vec<IpNet>, Outcome)>>,
     retries: FuturesUnordered<BoxFut<String>>,
     /// Between a watcher Init and InitDone: the list being collected.
@@ -91,6 +94,7 @@ impl Reconciler {
             starved: BTreeSet::new(),
             conflicted: HashMap::new(),
             warned: HashSet::new(),
+            rejected: Rejected::default(),
             patches: FuturesUnordered::new(),
             retries: FuturesUnordered::new(),
             relist: None,
@@ -150,6 +154,7 @@ impl Reconciler {
 
     fn publish_stats(&self) {
         self.metrics.set_pools(self.alloc.stats());
+        self.metrics.set_rejected(self.rejected.counts());
     }
 
     pub fn on_event(&mut self, ev: Event<NodeCidrs>) {
@@ -170,8 +175,11 @@ impl Reconciler {
     }
 
     /// Rebuilds the table from the complete list of Nodes, keeping the round-robin
-    /// cursor and the reservations of patches still running.
-    fn rebuild(&mut self, list: Vec<NodeCidrs>) {
+    /// cursor and the reservations of patches still running. Nodes are adopted oldest
+    /// first, so of two claiming one subnet the older keeps it, as the agents decide
+    /// (the list comes in name order, which a new Node can choose).
+    fn rebuild(&mut self, mut list: Vec<NodeCidrs>) {
+        list.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
         let reserved: Vec<(String, Vec<IpNet>)> = self
             .in_flight
             .iter()
@@ -181,6 +189,7 @@ impl Reconciler {
         self.alloc = self.alloc.emptied();
         self.known.clear();
         self.conflicted.clear();
+        self.rejected.clear();
         for n in &list {
             self.known.insert(
                 n.name().to_string(),
@@ -239,14 +248,15 @@ impl Reconciler {
         }
     }
 
-    /// Records a Node's existing pod CIDRs; warns about those outside the cluster CIDR or
-    /// overlapping another node's.
+    /// Records a Node's existing pod CIDRs; warns (one Warning Event per reason, once per
+    /// episode) about those the table refuses: unparsable, outside the cluster CIDR, of
+    /// the wrong size, or overlapping another node's.
     fn adopt(&mut self, n: &NodeCidrs) {
         let name = n.name();
         let (cidrs, unparsable) = n.pod_cidrs();
-        let mut errors: Vec<String> = unparsable
+        let mut problems: Vec<(Reason, String)> = unparsable
             .iter()
-            .map(|s| format!("podCIDR {s:?} is not a CIDR"))
+            .map(|s| (Reason::Unparsable, format!("podCIDR {s:?} is not a CIDR")))
             .collect();
         let adopt_errors = self.alloc.adopt(name, &cidrs);
         if adopt_errors
@@ -257,18 +267,36 @@ impl Reconciler {
         } else {
             self.conflicted.remove(name);
         }
-        errors.extend(adopt_errors.iter().map(ToString::to_string));
-        if errors.is_empty() {
+        problems.extend(
+            adopt_errors
+                .iter()
+                .map(|e| (Reason::from(e), e.to_string())),
+        );
+        self.rejected
+            .set(name, problems.iter().map(|(r, _)| *r).collect());
+        if problems.is_empty() {
             self.warned.remove(name);
             tracing::debug!(node = name, cidrs = ?cidrs, "pod CIDRs recorded");
             return;
         }
-        if self.warned.insert(name.to_string()) {
-            Metrics::inc(&self.metrics.conflicts);
-            let note = errors.join("; ");
-            tracing::warn!(node = name, problem = %note, "pod CIDR conflict");
-            let uid = n.metadata.uid.as_deref();
-            self.events.conflict(node_ref(name, uid), note);
+        if !self.warned.insert(name.to_string()) {
+            return;
+        }
+        Metrics::inc(&self.metrics.conflicts);
+        let uid = n.metadata.uid.as_deref();
+        let mut reasons: Vec<&'static str> =
+            problems.iter().map(|(r, _)| r.event_reason()).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        for reason in reasons {
+            let note = problems
+                .iter()
+                .filter(|(r, _)| r.event_reason() == reason)
+                .map(|(_, p)| p.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!(node = name, reason, problem = %note, "pod CIDR refused");
+            self.events.rejected(node_ref(name, uid), reason, note);
         }
     }
 
@@ -278,6 +306,7 @@ impl Reconciler {
         self.retrying.remove(name);
         self.conflicted.remove(name);
         self.warned.remove(name);
+        self.rejected.remove(name);
         let freed = self.alloc.release(name);
         if !freed.is_empty() {
             tracing::info!(node = name, cidrs = ?freed, "node deleted: pod CIDRs freed");
@@ -290,6 +319,7 @@ impl Reconciler {
         let conflicted: Vec<(String, Vec<IpNet>)> = self.conflicted.drain().collect();
         for (name, cidrs) in conflicted {
             let errors = self.alloc.adopt(&name, &cidrs);
+            self.rejected.set_table_verdict(&name, &errors);
             if errors
                 .iter()
                 .any(|e| matches!(e, AdoptError::Conflict { .. }))

@@ -315,3 +315,121 @@ async fn exhaustion_warns_once_and_waits() {
     stop_tx.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// A Node claiming a /17 where each node gets a /24: a Warning CIDRWrongSize on it, the
+/// gauge says so, and nothing of the /17 is blocked: the waiting node gets the first /24,
+/// which lies inside it.
+#[tokio::test]
+async fn wrong_size_pod_cidr_warns_and_blocks_nothing() {
+    let (client, mut handle) = mock_client();
+    let metrics = Arc::new(Metrics::default());
+    let alloc = Allocator::from_config(&[("10.244.0.0/16".parse().unwrap(), 24)]);
+    let events = Events::spawn(client.clone(), None, metrics.clone());
+    let rec = Reconciler::new(client, alloc, events, metrics.clone(), leader(true), 8);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(rec.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let (_, send) = next(&mut handle).await;
+    respond(
+        send,
+        200,
+        json!({"apiVersion":"v1","kind":"NodeList","metadata":{"resourceVersion":"10"},
+            "items":[node("greedy", &["10.244.0.0/17"]), node("new", &[])]}),
+    );
+    let mut parked = Vec::new();
+    let mut warnings = Vec::new();
+    let mut patched = None;
+    while warnings.is_empty() || patched.is_none() {
+        let (req, send) = next(&mut handle).await;
+        let query = req.uri().query().unwrap_or_default().to_string();
+        match (req.method().clone(), req.uri().path().to_string()) {
+            (http::Method::GET, _) if query.contains("watch=true") => parked.push(send),
+            (http::Method::PATCH, p) if p == "/api/v1/nodes/new" => {
+                let body = body_json(req).await;
+                patched = Some(body["spec"]["podCIDRs"].clone());
+                respond(send, 200, node("new", &["10.244.0.0/24"]));
+            }
+            (http::Method::POST, p) if p.ends_with("/events") => {
+                let body = body_json(req).await;
+                if body["type"] == "Warning" {
+                    warnings.push(body.clone());
+                }
+                respond(send, 201, body);
+            }
+            (m, p) => panic!("unexpected request {m} {p}?{query}"),
+        }
+    }
+    assert_eq!(patched.unwrap(), json!(["10.244.0.0/24"]));
+    let w = &warnings[0];
+    assert_eq!(w["reason"], "CIDRWrongSize");
+    assert_eq!(w["regarding"]["name"], "greedy");
+    let note = w["note"].as_str().unwrap();
+    assert!(
+        note.contains("10.244.0.0/17") && note.contains("/24"),
+        "{note}"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("weft_controller_rejected_pod_cidrs{reason=\"wrong_size\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_controller_subnets{family=\"ipv4\",state=\"used\"} 1\n"),
+        "{text}"
+    );
+    stop_tx.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// Two Nodes claim one /24: the older keeps it whatever the names (the list comes in
+/// name order, which a new Node can choose), and the Warning goes to the newer.
+#[tokio::test]
+async fn of_two_nodes_claiming_one_subnet_the_older_keeps_it() {
+    let (client, mut handle) = mock_client();
+    let metrics = Arc::new(Metrics::default());
+    let alloc = Allocator::from_config(&[("10.244.0.0/16".parse().unwrap(), 24)]);
+    let events = Events::spawn(client.clone(), None, metrics.clone());
+    let rec = Reconciler::new(client, alloc, events, metrics.clone(), leader(true), 8);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(rec.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let aged = |name: &str, created: &str| {
+        let mut n = node(name, &["10.244.7.0/24"]);
+        n["metadata"]["creationTimestamp"] = json!(created);
+        n
+    };
+    let (_, send) = next(&mut handle).await;
+    respond(
+        send,
+        200,
+        json!({"apiVersion":"v1","kind":"NodeList","metadata":{"resourceVersion":"10"},
+            "items":[aged("a-newcomer", "2026-06-01T00:00:00Z"), aged("z-veteran", "2024-01-01T00:00:00Z")]}),
+    );
+    let mut parked = Vec::new();
+    let warning = loop {
+        let (req, send) = next(&mut handle).await;
+        let query = req.uri().query().unwrap_or_default().to_string();
+        match (req.method().clone(), req.uri().path().to_string()) {
+            (http::Method::GET, _) if query.contains("watch=true") => parked.push(send),
+            (http::Method::POST, p) if p.ends_with("/events") => {
+                let body = body_json(req).await;
+                respond(send, 201, body.clone());
+                break body;
+            }
+            (m, p) => panic!("unexpected request {m} {p}?{query}"),
+        }
+    };
+    assert_eq!(warning["reason"], "CIDRConflict");
+    assert_eq!(warning["regarding"]["name"], "a-newcomer");
+    assert!(
+        warning["note"].as_str().unwrap().contains("z-veteran"),
+        "{warning}"
+    );
+    assert!(metrics
+        .render()
+        .contains("weft_controller_rejected_pod_cidrs{reason=\"overlap\"} 1\n"));
+    stop_tx.send(()).unwrap();
+    task.await.unwrap();
+}

@@ -238,3 +238,54 @@ async fn two_replicas_with_leader_election_never_duplicate() {
     let got = s.wait_allocated(80, Duration::from_secs(90)).await;
     assert_disjoint_within(&got, "10.202.0.0/16");
 }
+
+/// A Node registered with a /17 podCIDR in a /16 cut into /24s: a Warning CIDRWrongSize
+/// Event on it, and the other nodes still get distinct /24s, from inside the /17 too
+/// (it blocks nothing: before, it took 128 of the 256 subnets silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_size_pod_cidr_gets_a_warning_and_blocks_nothing() {
+    let s = setup("10.203.0.0/16", 24).await;
+    let mut greedy = kubelet_like_node("greedy", node_ip(900));
+    let spec = greedy.spec.get_or_insert_with(Default::default);
+    spec.pod_cidr = Some("10.203.0.0/17".into());
+    spec.pod_cidrs = Some(vec!["10.203.0.0/17".into()]);
+    s.nodes
+        .create(&PostParams::default(), &greedy)
+        .await
+        .unwrap();
+    s.create_nodes(0..3).await;
+    let _c = s.start_controller("a");
+    // The greedy node counts as allocated: wait for it and the three.
+    let mut got = s.wait_allocated(4, Duration::from_secs(30)).await;
+    assert_eq!(got.remove("greedy").unwrap(), vec!["10.203.0.0/17"]);
+    assert_disjoint_within(&got, "10.203.0.0/16");
+    let slash17: ipnet::IpNet = "10.203.0.0/17".parse().unwrap();
+    let nets: Vec<ipnet::IpNet> = got.values().flatten().map(|c| c.parse().unwrap()).collect();
+    assert!(nets.iter().all(|n| n.prefix_len() == 24), "{got:?}");
+    assert!(
+        nets.iter().any(|n| slash17.contains(n)),
+        "no /24 inside the /17 was handed out: it still blocks them ({got:?})"
+    );
+
+    let events: Api<Event> = Api::all(s.cp.client().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        let warning = list.items.iter().find(|e| {
+            e.reason.as_deref() == Some("CIDRWrongSize")
+                && e.involved_object.name.as_deref() == Some("greedy")
+        });
+        if let Some(e) = warning {
+            assert_eq!(e.type_.as_deref(), Some("Warning"));
+            let note = e.message.as_deref().unwrap_or_default();
+            assert!(note.contains("10.203.0.0/17"), "{note}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CIDRWrongSize Warning event for greedy; logs in {}",
+            s.cp.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

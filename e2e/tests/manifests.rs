@@ -1,6 +1,7 @@
 //! The install manifests: the rendered `manifests/weft.yaml` is the kustomize base's
 //! output, the API server accepts every object, and the RBAC grants exactly what the
-//! agent and the controller need.
+//! agent and the controller need (tests/agent_admission.rs: the admission policy that
+//! narrows the agent's writes to its own Node).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,6 +76,8 @@ async fn api_server_accepts_every_object_in_a_server_side_dry_run() {
     for object in [
         "serviceaccount/weft-agent",
         "clusterrole.rbac.authorization.k8s.io/weft-agent",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/weft-agent-own-node",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/weft-agent-own-node",
         "role.rbac.authorization.k8s.io/weft-controller-leader-election",
         "configmap/weft-config",
         "daemonset.apps/weft-agent",
@@ -114,7 +117,9 @@ async fn rbac_grants_the_agent_and_the_controller_only_what_they_use() {
         (AGENT, "get", "nodes", "", true),
         (AGENT, "list", "nodes", "", true),
         (AGENT, "watch", "nodes", "", true),
-        (AGENT, "patch", "nodes", "", true),
+        // Its own Node's annotations and condition go through nodes/status;
+        // tests/agent_admission.rs checks the policy that narrows that to its own Node.
+        (AGENT, "patch", "nodes", "", false),
         (AGENT, "patch", "nodes/status", "", true),
         (AGENT, "update", "nodes", "", false),
         (AGENT, "update", "nodes/status", "", false),
@@ -131,7 +136,11 @@ async fn rbac_grants_the_agent_and_the_controller_only_what_they_use() {
             "weft-system",
             false,
         ),
+        // Warning Events on Nodes it refuses as peers: events.k8s.io only.
         (AGENT, "create", "events", "weft-system", false),
+        (AGENT, "create", "events.events.k8s.io", "default", true),
+        (AGENT, "patch", "events.events.k8s.io", "default", true),
+        (AGENT, "delete", "events.events.k8s.io", "default", false),
         (CONTROLLER, "get", "nodes", "", true),
         (CONTROLLER, "list", "nodes", "", true),
         (CONTROLLER, "watch", "nodes", "", true),

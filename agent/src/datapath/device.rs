@@ -10,7 +10,10 @@ use netlink_packet_route::link::{
 };
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 use weft_common::annotations::Mac;
-use weft_common::bridge::{ensure_address, link_by_name, link_kind, link_mac, link_mtu};
+use weft_common::bridge::{
+    ensure_address, link_alias, link_by_name, link_kind, link_mac, link_mtu, mark_owned,
+    OWNER_ALIAS,
+};
 
 use super::Error;
 
@@ -72,6 +75,40 @@ pub fn mismatch(info: &[InfoVxlan], want: &VxlanSpec) -> Option<String> {
     None
 }
 
+/// Whether weft may manage (reconfigure, recreate, delete) the existing link `link` as
+/// its VXLAN device: it carries weft's alias, or (made before the alias existed) it is a
+/// VXLAN device on weft's VNI and port. `Err` says why not: `vxlanDevice: eth0` must
+/// never delete eth0.
+pub fn ownership(link: &LinkMessage, vni: u32, port: u16) -> Result<(), String> {
+    if link_alias(link) == Some(OWNER_ALIAS) {
+        return Ok(());
+    }
+    if let Some(alias) = link_alias(link) {
+        return Err(format!("carries the alias {alias:?}, not weft's"));
+    }
+    if link_kind(link) != Some(&InfoKind::Vxlan) {
+        return Err(format!(
+            "is a {:?} device weft did not create",
+            link_kind(link)
+        ));
+    }
+    let info = vxlan_info(link).unwrap_or_default();
+    let id = info.iter().find_map(|i| match i {
+        InfoVxlan::Id(v) => Some(*v),
+        _ => None,
+    });
+    let p = info.iter().find_map(|i| match i {
+        InfoVxlan::Port(p) => Some(*p),
+        _ => None,
+    });
+    if id != Some(vni) || p != Some(port) {
+        return Err(format!(
+            "is a VXLAN device with VNI {id:?} and port {p:?}, not weft's (VNI {vni}, port {port})"
+        ));
+    }
+    Ok(())
+}
+
 /// Makes sure the device exists as specified, with `mtu`, `mac` (when given) and up.
 /// Returns its ifindex and MAC.
 pub async fn ensure(
@@ -83,6 +120,12 @@ pub async fn ensure(
 ) -> Result<(u32, Mac), Error> {
     let mut link = link_by_name(handle, name).await?;
     if let Some(existing) = &link {
+        if let Err(why) = ownership(existing, spec.vni, spec.port) {
+            return Err(Error::Config(format!(
+                "vxlanDevice {name:?}: an existing interface that {why}; refusing to touch it \
+                 (choose another name in net-conf.json)"
+            )));
+        }
         let reason = if link_kind(existing) != Some(&InfoKind::Vxlan) {
             Some("not a VXLAN device".to_string())
         } else {
@@ -124,6 +167,9 @@ pub async fn ensure(
                 .ok_or_else(|| Error::device(name, "vanished right after it was created"))?
         }
     };
+    if link_alias(&link) != Some(OWNER_ALIAS) {
+        mark_owned(handle, link.header.index, name).await?;
+    }
     let index = link.header.index;
     let current_mac = link_mac(&link).map(Mac);
     let mut set = LinkUnspec::new_with_index(index);
@@ -194,6 +240,44 @@ mod tests {
             InfoVxlan::Learning(learning),
             InfoVxlan::Ttl(0),
         ]
+    }
+
+    fn link(kind: InfoKind, alias: Option<&str>, info: Vec<InfoVxlan>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        let mut infos = vec![LinkInfo::Kind(kind)];
+        if !info.is_empty() {
+            infos.push(LinkInfo::Data(InfoData::Vxlan(info)));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(infos));
+        if let Some(a) = alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.into()));
+        }
+        m
+    }
+
+    #[test]
+    fn only_weft_vxlan_devices_are_managed() {
+        // Marked: ours whatever it is now (it may need recreating).
+        let marked = link(InfoKind::Vxlan, Some(OWNER_ALIAS), info(9, true));
+        assert_eq!(ownership(&marked, 1, 8472), Ok(()));
+        // Made before the alias: adopted only on weft's VNI and port.
+        assert_eq!(
+            ownership(&link(InfoKind::Vxlan, None, info(1, false)), 1, 8472),
+            Ok(())
+        );
+        let other_vni = ownership(&link(InfoKind::Vxlan, None, info(2, false)), 1, 8472);
+        assert!(other_vni.unwrap_err().contains("VNI Some(2)"));
+        let other_port = ownership(&link(InfoKind::Vxlan, None, info(1, false)), 1, 4789);
+        assert!(other_port.unwrap_err().contains("port"));
+        // `vxlanDevice: eth0`.
+        let eth = ownership(&link(InfoKind::Veth, None, vec![]), 1, 8472);
+        assert!(eth.unwrap_err().contains("did not create"));
+        let aliased = ownership(
+            &link(InfoKind::Vxlan, Some("flannel"), info(1, false)),
+            1,
+            8472,
+        );
+        assert!(aliased.unwrap_err().contains("flannel"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! The dump half of a sync: weft's routes, the VXLAN device's neighbours and its FDB
-//! entries, read over a plain `NETLINK_ROUTE` socket and parsed in place.
+//! The dump half of a sync: the main table's routes (weft's, and the others, which peer
+//! validation must not shadow), the VXLAN device's neighbours and its FDB entries, read over a plain `NETLINK_ROUTE` socket and parsed in place.
 //!
 //! At 5000 peers a sync reads 15000 entries; the generic netlink message types allocate
 //! per attribute and per message, so this module reads the few fields [`plan::diff`]
 //! needs straight from the kernel's bytes into small `Copy` structs. With strict checking
-//! (Linux >= 4.20) the kernel filters the dumps itself: routes by table and protocol,
+//! (Linux >= 4.20) the kernel filters the dumps itself: routes by table,
 //! neighbours and FDB entries by device. Without it the kernel sends everything and the
 //! diff's own filters (which always run) do the same job.
 //!
@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use ipnet::IpNet;
 use weft_common::annotations::Mac;
 
-use super::plan::{Actual, ActualFdb, ActualNeigh, ActualRoute, MAIN_TABLE, ROUTE_PROTOCOL};
+use super::plan::{Actual, ActualFdb, ActualNeigh, ActualRoute, MAIN_TABLE};
 use super::Error;
 
 const NLMSG_HDRLEN: usize = 16;
@@ -115,8 +115,8 @@ impl DumpSocket {
         })
     }
 
-    /// weft's routes of both families: main table, weft's protocol (the kernel may send
-    /// more). An empty IPv6 dump costs one round trip.
+    /// The main table's routes of both families, of every protocol (the kernel may send
+    /// more; the diff keeps to weft's protocol). An empty IPv6 dump costs one round trip.
     pub fn routes(&mut self) -> Result<Vec<ActualRoute>, Error> {
         self.both_families("dump routes", route_request, RTM_NEWROUTE, parse_route)
     }
@@ -277,11 +277,11 @@ fn header(ty: u16, body_len: usize) -> Vec<u8> {
     b
 }
 
-/// `rtmsg` for `family` with table main and weft's protocol: the kernel's filter.
+/// `rtmsg` for `family` with table main, any protocol: the kernel's filter.
 fn route_request(family: u8) -> Request {
     let mut b = header(RTM_GETROUTE, 12);
     // family, dst_len, src_len, tos, table, protocol, scope, type, flags (u32)
-    b.extend_from_slice(&[family, 0, 0, 0, MAIN_TABLE as u8, ROUTE_PROTOCOL, 0, 0]);
+    b.extend_from_slice(&[family, 0, 0, 0, MAIN_TABLE as u8, 0, 0, 0]);
     b.extend_from_slice(&0u32.to_ne_bytes());
     Request { bytes: b }
 }
@@ -498,7 +498,8 @@ mod tests {
     fn requests_carry_the_kernel_filters() {
         let r = route_request(libc::AF_INET as u8).bytes;
         assert_eq!(u32_at(&r, 0) as usize, r.len());
-        assert_eq!((r[16], r[20], r[21]), (libc::AF_INET as u8, 254, 87));
+        // Main table, every protocol: peer validation needs the routes weft did not write.
+        assert_eq!((r[16], r[20], r[21]), (libc::AF_INET as u8, 254, 0));
         let n = neigh_request(libc::AF_INET as u8, 5).bytes;
         assert_eq!(u32_at(&n, 20), 0, "strict checking wants ndm_ifindex 0");
         assert_eq!((u16_at(&n, 30), u32_at(&n, 32)), (NDA_IFINDEX, 5));

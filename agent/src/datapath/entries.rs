@@ -12,12 +12,13 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use rtnetlink::Handle;
 
 use super::error::errno;
-use super::plan::{Fdb, Neigh, Plan, Route, MAIN_TABLE, ROUTE_PROTOCOL};
+use super::plan::{Change, Fdb, Neigh, Plan, Route, MAIN_TABLE, ROUTE_PROTOCOL};
 use super::Error;
 
 /// Requests in flight at once. The answers (acks of ~36 bytes) stay far below the
@@ -102,30 +103,52 @@ fn route_msg(r: &Route, for_delete: bool) -> RouteMessage {
     m
 }
 
+/// How a request writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Delete,
+    /// Create or overwrite: neighbours and FDB entries live on weft's own device, and a
+    /// route is replaced only where the dump found weft's own route for that key.
+    Replace,
+    /// Create only (`NLM_F_EXCL`): a new route never overwrites one weft did not write
+    /// (the kernel's connected route, an operator's); the kernel answers EEXIST instead.
+    Exclusive,
+}
+
 /// One request and its label for errors.
 struct Request {
     msg: RouteNetlinkMessage,
-    set: bool,
+    mode: Mode,
     peer: String,
     entry: String,
+}
+
+fn route_mode(change: Change) -> Mode {
+    match change {
+        Change::Add => Mode::Exclusive,
+        Change::Update => Mode::Replace,
+    }
 }
 
 async fn send(
     mut handle: Handle,
     req: RouteNetlinkMessage,
-    set: bool,
+    mode: Mode,
 ) -> Result<(), rtnetlink::Error> {
     let mut msg = NetlinkMessage::from(req);
     msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    if set {
-        msg.header.flags |= NLM_F_CREATE | NLM_F_REPLACE;
+    match mode {
+        Mode::Delete => {}
+        Mode::Replace => msg.header.flags |= NLM_F_CREATE | NLM_F_REPLACE,
+        Mode::Exclusive => msg.header.flags |= NLM_F_CREATE | NLM_F_EXCL,
     }
     let mut answers = handle.request(msg)?;
     while let Some(answer) = answers.next().await {
         if let NetlinkPayload::Error(e) = answer.payload {
             let err = rtnetlink::Error::NetlinkError(e);
             // Deleting what is already gone is success: the goal is its absence.
-            if !set && matches!(errno(&err), Some(libc::ENOENT) | Some(libc::ESRCH)) {
+            if mode == Mode::Delete && matches!(errno(&err), Some(libc::ENOENT) | Some(libc::ESRCH))
+            {
                 return Ok(());
             }
             return Err(err);
@@ -143,7 +166,7 @@ async fn run_phase(handle: &Handle, reqs: Vec<Request>, failures: &mut Vec<Error
         .map(|r| {
             let handle = handle.clone();
             async move {
-                send(handle, r.msg, r.set)
+                send(handle, r.msg, r.mode)
                     .await
                     .map_err(|source| Error::Entry {
                         peer: r.peer,
@@ -169,7 +192,7 @@ pub async fn apply(handle: &Handle, device: u32, plan: &Plan) -> Result<(), Erro
         .iter()
         .map(|r| Request {
             msg: RouteNetlinkMessage::DelRoute(route_msg(r, true)),
-            set: false,
+            mode: Mode::Delete,
             peer: STALE.into(),
             entry: format!("delete route {} via {}", r.dst, r.gateway),
         })
@@ -181,13 +204,13 @@ pub async fn apply(handle: &Handle, device: u32, plan: &Plan) -> Result<(), Erro
         .iter()
         .map(|n| Request {
             msg: RouteNetlinkMessage::DelNeighbour(neigh_msg(device, n, false)),
-            set: false,
+            mode: Mode::Delete,
             peer: STALE.into(),
             entry: format!("delete neighbour {}", n.ip),
         })
         .chain(plan.del_fdb.iter().map(|f| Request {
             msg: RouteNetlinkMessage::DelNeighbour(fdb_msg(device, f)),
-            set: false,
+            mode: Mode::Delete,
             peer: STALE.into(),
             entry: format!("delete FDB {} dst {}", f.mac, f.dst),
         }))
@@ -199,13 +222,13 @@ pub async fn apply(handle: &Handle, device: u32, plan: &Plan) -> Result<(), Erro
         .iter()
         .map(|s| Request {
             msg: RouteNetlinkMessage::NewNeighbour(neigh_msg(device, &s.entry, true)),
-            set: true,
+            mode: Mode::Replace,
             peer: s.peer.clone(),
             entry: format!("neighbour {} lladdr {}", s.entry.ip, s.entry.mac),
         })
         .chain(plan.set_fdb.iter().map(|s| Request {
             msg: RouteNetlinkMessage::NewNeighbour(fdb_msg(device, &s.entry)),
-            set: true,
+            mode: Mode::Replace,
             peer: s.peer.clone(),
             entry: format!("FDB {} dst {}", s.entry.mac, s.entry.dst),
         }))
@@ -217,7 +240,7 @@ pub async fn apply(handle: &Handle, device: u32, plan: &Plan) -> Result<(), Erro
         .iter()
         .map(|s| Request {
             msg: RouteNetlinkMessage::NewRoute(route_msg(&s.entry, false)),
-            set: true,
+            mode: route_mode(s.change),
             peer: s.peer.clone(),
             entry: format!("route {} via {}", s.entry.dst, s.entry.gateway),
         })

@@ -39,7 +39,8 @@ use weft_common::subnet_file::{gateway_for, NodeSubnet};
 pub use error::Error;
 pub use plan::ROUTE_PROTOCOL;
 
-use crate::peers::Peer;
+use crate::firewall::{PeerFilter, TableSpec};
+use crate::peers::{validate, Peer, Rejection, Rules};
 use device::VxlanSpec;
 use dump::DumpSocket;
 
@@ -60,23 +61,35 @@ pub struct DatapathConfig {
     /// This node's spec.podCIDRs, IPv4 first.
     pub pod_cidrs: Vec<IpNet>,
     pub cluster_cidrs: Vec<IpNet>,
+    /// Node subnet sizes (prefix lengths) every pod CIDR must have.
+    pub node_subnet_size_v4: u8,
+    pub node_subnet_size_v6: u8,
+    /// The Service CIDRs, when known: no pod CIDR may overlap them.
+    pub service_cidrs: Vec<IpNet>,
     /// "weft0"
     pub bridge: String,
     pub direct_routing: bool,
-    /// Install the `inet weft` nftables table (false: make sure there is none).
+    /// Masquerade pod traffic leaving the cluster CIDRs (the `postrouting` chain).
     pub masquerade: bool,
     pub subnet_file: PathBuf,
 }
 
 /// What one [`Datapath::sync`] did. Counts are kernel entries (neighbours, FDB entries,
 /// routes), not peers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncStats {
     /// Peers that have entries.
     pub peers: usize,
     pub added: usize,
     pub removed: usize,
     pub updated: usize,
+    /// Peers left out by validation.
+    pub rejected: Vec<Rejection>,
+    /// Entries the kernel refused (the rest were applied), with the first refusal.
+    pub failed: usize,
+    pub first_failure: Option<String>,
+    /// The VXLAN filter's drop counters, when they were read in this sync.
+    pub drops: Option<crate::firewall::Drops>,
 }
 
 struct DeviceState {
@@ -98,6 +111,8 @@ pub struct Datapath {
     dumps: Arc<[Mutex<DumpSocket>; 3]>,
     /// Serialises syncs: each one plans from its own dump.
     sync_lock: tokio::sync::Mutex<()>,
+    /// The VXLAN source filter's sets.
+    filter: PeerFilter,
 }
 
 /// The VTEP addresses for `pod_cidrs`: each one's network address, as a host route.
@@ -130,7 +145,51 @@ fn check(cfg: &DatapathConfig) -> Result<(), Error> {
     for name in [&cfg.vxlan_device, &cfg.bridge] {
         weft_common::netconf::check_ifname(name).map_err(Error::Config)?;
     }
+    if cfg.vxlan_device == cfg.bridge {
+        return Err(Error::Config(format!(
+            "bridge and vxlanDevice are both {:?}",
+            cfg.bridge
+        )));
+    }
     Ok(())
+}
+
+/// The validation rules for peers, from the config and what the kernel holds.
+fn rules(
+    cfg: &DatapathConfig,
+    underlay_net: Option<IpNet>,
+    mac: Option<Mac>,
+    foreign: Vec<IpNet>,
+) -> Rules {
+    Rules {
+        cluster_cidrs: cfg.cluster_cidrs.clone(),
+        subnet_size_v4: cfg.node_subnet_size_v4,
+        subnet_size_v6: cfg.node_subnet_size_v6,
+        service_cidrs: cfg.service_cidrs.clone(),
+        underlay_net,
+        underlay_ip: Some(cfg.underlay_ip),
+        own_pod_cidrs: cfg.pod_cidrs.clone(),
+        own_mac: mac,
+        vni: cfg.vni,
+        foreign_routes: foreign,
+    }
+}
+
+/// The kernel's own route protocol (connected routes of an interface's addresses).
+const RTPROT_KERNEL: u8 = 2;
+
+/// Destinations of the main table's routes that are not weft's, except the kernel's
+/// routes for weft's own addresses inside the own pod CIDRs (the bridge's gateways, and
+/// the prefix route IPv6 adds for the VTEP's /128).
+fn foreign_routes(routes: &[plan::ActualRoute], own_pod_cidrs: &[IpNet]) -> Vec<IpNet> {
+    routes
+        .iter()
+        .filter(|r| r.protocol != plan::ROUTE_PROTOCOL && r.table == plan::MAIN_TABLE)
+        .filter(|r| {
+            !(r.protocol == RTPROT_KERNEL && own_pod_cidrs.iter().any(|c| c.contains(&r.dst)))
+        })
+        .map(|r| r.dst)
+        .collect()
 }
 
 /// Where the net sysctls are: `WEFT_PROC_SYS_NET`, else /proc/sys/net. Container
@@ -197,6 +256,14 @@ impl Datapath {
     pub async fn setup(cfg: DatapathConfig, handle: rtnetlink::Handle) -> Result<Datapath, Error> {
         check(&cfg)?;
         let vtep_addrs = vtep_addrs(&cfg.pod_cidrs)?;
+        // The own Node's pod CIDRs are input too: checked before anything is set up.
+        {
+            let mut dump = DumpSocket::open()?;
+            let foreign = foreign_routes(&dump.routes()?, &cfg.pod_cidrs);
+            let rules = rules(&cfg, underlay_net(&handle, &cfg).await?, None, foreign);
+            validate::check_own_pod_cidrs(&cfg.pod_cidrs, &rules)
+                .map_err(|e| Error::Config(format!("this node's spec.podCIDRs: {e}")))?;
+        }
         let spec = VxlanSpec {
             vni: cfg.vni,
             port: cfg.port,
@@ -209,9 +276,14 @@ impl Datapath {
 
         let gateways: Vec<(IpAddr, IpNet)> =
             cfg.pod_cidrs.iter().map(|c| (gateway_for(c), *c)).collect();
-        let bridge_index =
-            weft_common::bridge::ensure_bridge_exact(&handle, &cfg.bridge, cfg.mtu, &gateways)
-                .await?;
+        let bridge_index = weft_common::bridge::ensure_bridge_exact(
+            &handle,
+            &cfg.bridge,
+            cfg.mtu,
+            &gateways,
+            &cfg.cluster_cidrs,
+        )
+        .await?;
         if cfg.pod_cidrs.iter().any(|c| matches!(c, IpNet::V6(_))) {
             wait_for_dad(&handle, &cfg.bridge, bridge_index).await?;
         }
@@ -223,11 +295,13 @@ impl Datapath {
             sysctl_on("ipv6/conf/all/forwarding")?;
         }
 
-        if cfg.masquerade {
-            crate::firewall::apply(&cfg.cluster_cidrs)?;
-        } else {
-            crate::firewall::remove()?;
-        }
+        let filter = PeerFilter::default();
+        crate::firewall::apply(&TableSpec {
+            cluster_cidrs: cfg.cluster_cidrs.clone(),
+            masquerade: cfg.masquerade,
+            vxlan_port: cfg.port,
+            bridge: cfg.bridge.clone(),
+        })?;
 
         let underlay_net = underlay_net(&handle, &cfg).await?;
         let dumps = [
@@ -255,6 +329,7 @@ impl Datapath {
             }),
             dumps: Arc::new(dumps.map(Mutex::new)),
             sync_lock: tokio::sync::Mutex::new(()),
+            filter,
         })
     }
 
@@ -279,40 +354,71 @@ impl Datapath {
     pub async fn sync(&self, peers: &[Peer]) -> Result<SyncStats, Error> {
         let _serial = self.sync_lock.lock().await;
         let ifindex = self.check_device().await?;
-        let local = {
-            let st = self.state.lock().expect("state lock");
-            plan::Local {
-                device: ifindex,
-                underlay: self.cfg.underlay_ifindex,
-                underlay_net: st.underlay_net,
-                direct_routing: self.cfg.direct_routing,
-                own_pod_cidrs: self.cfg.pod_cidrs.clone(),
-            }
-        };
-        let desired = plan::desired(peers, &local);
-        for (peer, reason) in &desired.skipped {
-            tracing::debug!(peer = %peer, %reason, "peer skipped");
-        }
         let started = std::time::Instant::now();
         let actual = self.dump_entries(ifindex).await?;
         let dumped = started.elapsed();
+        let underlay_net = self.state.lock().expect("state lock").underlay_net;
+        let rules = rules(
+            &self.cfg,
+            underlay_net,
+            Some(self.mac),
+            foreign_routes(&actual.routes, &self.cfg.pod_cidrs),
+        );
+        let (accepted, rejected) = validate(peers.to_vec(), &rules);
+        let local = plan::Local {
+            device: ifindex,
+            underlay: self.cfg.underlay_ifindex,
+            underlay_net,
+            direct_routing: self.cfg.direct_routing,
+            own_pod_cidrs: self.cfg.pod_cidrs.clone(),
+        };
+        let desired = plan::desired(&accepted, &local);
+        for (peer, reason) in &desired.skipped {
+            tracing::debug!(peer = %peer, %reason, "peer skipped");
+        }
         let plan = plan::diff(&desired, &actual, ifindex);
         tracing::debug!(?dumped, planned = ?started.elapsed(), changes = plan.len(), "sync planned");
-        let stats = SyncStats {
+        let mut stats = SyncStats {
             peers: desired.peers,
             added: plan.added(),
             removed: plan.removed(),
             updated: plan.updated(),
+            rejected,
+            ..Default::default()
         };
+        // The filter first learns new peers (their packets are accepted before the routes
+        // make pods send to them) and forgets removed ones only after their entries go;
+        // one update after the entries does both, as a sync is short.
         if !plan.is_empty() {
-            entries::apply(&self.handle, ifindex, &plan).await?;
+            match entries::apply(&self.handle, ifindex, &plan).await {
+                Ok(()) => {}
+                // Entries the kernel refused are the refused peers' problem: the others
+                // are in place, so the sync reports them and goes on.
+                Err(Error::Entries { failed, first, .. }) => {
+                    stats.failed = failed;
+                    stats.first_failure = Some(first.to_string());
+                }
+                Err(e) => return Err(e),
+            }
             tracing::info!(
                 peers = stats.peers,
                 added = stats.added,
                 removed = stats.removed,
                 updated = stats.updated,
+                failed = stats.failed,
                 "datapath synced"
             );
+        }
+        let (allowed, forgotten) = self
+            .filter
+            .update(crate::firewall::vxlan::peer_addresses(&accepted))?;
+        if allowed + forgotten > 0 {
+            tracing::debug!(allowed, forgotten, "VXLAN peer sets updated");
+        }
+        match self.filter.drops_if_due() {
+            Some(Ok(d)) => stats.drops = Some(d),
+            Some(Err(e)) => tracing::debug!(error = %e, "cannot read the VXLAN drop counters"),
+            None => {}
         }
         Ok(stats)
     }
@@ -378,10 +484,10 @@ impl Datapath {
 /// handle's and the calling thread's).
 pub async fn cleanup(
     handle: &rtnetlink::Handle,
-    vxlan_device: &str,
-    bridge: &str,
+    conf: &weft_common::netconf::NetConf,
     subnet_file: &Path,
 ) -> Result<(), Error> {
+    let (vxlan_device, bridge) = (conf.vxlan_device.as_str(), conf.bridge.as_str());
     let actual = DumpSocket::open()?.dump(0)?;
     let routes = plan::diff(&plan::Desired::default(), &actual, 0);
     let only_routes = plan::Plan {
@@ -391,6 +497,16 @@ pub async fn cleanup(
     entries::apply(handle, 0, &only_routes).await?;
     for name in [vxlan_device, bridge] {
         if let Some(link) = link_by_name(handle, name).await? {
+            let owned = if name == vxlan_device {
+                device::ownership(&link, conf.vni, conf.port)
+            } else {
+                let addrs = addresses(handle, link.header.index).await?;
+                weft_common::bridge::bridge_ownership(&link, &addrs, &conf.cluster_cidrs)
+            };
+            if let Err(why) = owned {
+                tracing::warn!(device = name, %why, "not weft's; left alone");
+                continue;
+            }
             match handle.link().del(link.header.index).execute().await {
                 Ok(()) => {}
                 Err(e) if error::errno(&e) == Some(libc::ENODEV) => {}

@@ -525,6 +525,7 @@ mod tests {
                 public_ip: ip(node_ip),
             }),
             node_ip: Some(ip(node_ip)),
+            ..Default::default()
         }
     }
     fn local() -> Local {
@@ -935,6 +936,7 @@ mod tests {
                     public_ip: IpAddr::V4(std::net::Ipv4Addr::from(0xac10_0000 + k)),
                 }),
                 node_ip: None,
+                ..Default::default()
             })
             .collect();
         let d = desired(&peers, &local());

@@ -230,6 +230,9 @@ impl Node {
             mtu: MTU,
             mac: self.mac,
             pod_cidrs: self.pod_cidrs(),
+            node_subnet_size_v4: 24,
+            node_subnet_size_v6: 64,
+            service_cidrs: Vec::new(),
             cluster_cidrs: if self.pod_cidr_v6.is_some() {
                 vec![CLUSTER.parse().unwrap(), CLUSTER_V6.parse().unwrap()]
             } else {
@@ -257,6 +260,7 @@ impl Node {
                 public_ip: self.ip,
             }),
             node_ip: Some(self.ip),
+            ..Default::default()
         }
     }
 }
@@ -343,7 +347,8 @@ impl Cluster {
         c
     }
 
-    fn add_pod(&mut self, node: usize, j: u8) {
+    /// Adds pod `j` to node `node` (index into `nodes`).
+    pub fn add_pod(&mut self, node: usize, j: u8) {
         let n = &self.nodes[node];
         let ns = self.guard.add(format!("{}-n{}p{j}", self.prefix, n.index));
         let pod_ip: IpAddr = format!("10.244.{}.{}", n.index, 10 + j).parse().unwrap();

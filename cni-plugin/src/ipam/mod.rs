@@ -83,6 +83,28 @@ mod tests {
     }
 
     #[test]
+    fn oversized_store_files_are_refused_or_ignored_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let pools = [pool("10.1.0.0/24")];
+        let s = Store::lock(dir.path()).unwrap();
+        let ip = s.allocate(&pools, &[], &Owner::new("a", "eth0")).unwrap()[0];
+        // A record that weft did not write: a clear error naming it, not a huge read.
+        let big = "x".repeat(1 << 20);
+        std::fs::write(dir.path().join(ip.to_string()), &big).unwrap();
+        let e = s.owner_of(ip).unwrap_err().to_string();
+        assert!(
+            e.contains(&ip.to_string()) && e.contains("4096 bytes"),
+            "{e}"
+        );
+        assert!(s.release_owner(&Owner::new("a", "eth0")).is_err());
+        // `last_reserved` is a hint: an oversized one is ignored, then rewritten.
+        std::fs::write(dir.path().join("last_reserved"), &big).unwrap();
+        assert_eq!(s.last_reserved(1), vec![None]);
+        s.set_last_reserved(&[Some(ip)]).unwrap();
+        assert_eq!(s.last_reserved(1), vec![Some(ip)]);
+    }
+
+    #[test]
     fn exhaustion_is_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let pools = [pool("10.1.0.0/30")]; // one host address besides the gateway

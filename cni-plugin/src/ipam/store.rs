@@ -22,11 +22,19 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use weft_common::fsutil::read_to_string_bounded;
+
 use super::alloc::Pool;
 
 const LOCK: &str = "lock";
 const LAST: &str = "last_reserved";
 const TMP: &str = ".tmp";
+
+/// Size caps on what the store reads back: a record is `containerID\nifname` (an ID
+/// has at most 1024 bytes), `last_reserved` one 48-byte line per pool. A bigger file
+/// was not written by weft; reading it whole could exhaust memory.
+const MAX_RECORD: u64 = 4096;
+const MAX_LAST: u64 = 4096;
 
 /// Who holds an address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -123,7 +131,7 @@ impl Store {
     pub fn allocations(&self) -> Result<Vec<(IpAddr, Owner)>, StoreError> {
         let mut out = Vec::new();
         for ip in self.used()? {
-            match std::fs::read_to_string(self.dir.join(ip.to_string())) {
+            match read_to_string_bounded(&self.dir.join(ip.to_string()), MAX_RECORD) {
                 Ok(text) => {
                     if let Some(o) = Owner::parse(&text) {
                         out.push((ip, o));
@@ -138,7 +146,7 @@ impl Store {
     }
 
     pub fn owner_of(&self, ip: IpAddr) -> Result<Option<Owner>, StoreError> {
-        match std::fs::read_to_string(self.dir.join(ip.to_string())) {
+        match read_to_string_bounded(&self.dir.join(ip.to_string()), MAX_RECORD) {
             Ok(text) => Ok(Owner::parse(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(format!("read {ip}"))(e)),
@@ -158,9 +166,10 @@ impl Store {
         self.write_atomic(&ip.to_string(), &owner.render())
     }
 
-    /// The last address handed out per pool (by position), `None` where unknown.
+    /// The last address handed out per pool (by position), `None` where unknown. Only a
+    /// hint: an unreadable or oversized file counts as empty (and is rewritten next).
     pub fn last_reserved(&self, n: usize) -> Vec<Option<IpAddr>> {
-        let text = std::fs::read_to_string(self.dir.join(LAST)).unwrap_or_default();
+        let text = read_to_string_bounded(&self.dir.join(LAST), MAX_LAST).unwrap_or_default();
         let mut lines = text.lines();
         (0..n)
             .map(|_| lines.next().and_then(|l| l.trim().parse().ok()))

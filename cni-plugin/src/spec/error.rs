@@ -24,8 +24,9 @@
 //! | 102 | the interface already exists (in the pod netns, or the host veth) |
 //! | 103 | a kernel (netlink) operation failed |
 //! | 104 | CHECK found a mismatch (the message says which) |
-//! | 105 | the node subnet file exists but is invalid |
+//! | 105 | the node subnet file exists but is invalid (also: over the size cap, not UTF-8) |
 //! | 106 | internal error (a bug: the plugin caught a panic) |
+//! | 107 | the host veth name is taken by a link that is not this container's (a name collision) |
 
 use serde_json::json;
 
@@ -50,6 +51,7 @@ pub const NETLINK: u32 = 103;
 pub const CHECK_MISMATCH: u32 = 104;
 pub const SUBNET_FILE_INVALID: u32 = 105;
 pub const INTERNAL: u32 = 106;
+pub const HOST_VETH_TAKEN: u32 = 107;
 
 /// An error answered to the runtime as `{cniVersion, code, msg, details}` on stdout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,11 +127,21 @@ impl From<weft_common::Error> for CniError {
                     ),
                 )
             }
+            // Over the size cap or not text: the file is there but is not a subnet file.
+            E::SubnetFileIo { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::FileTooLarge | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                CniError::new(SUBNET_FILE_INVALID, e.to_string())
+            }
             E::SubnetFileIo { .. } => CniError::new(IO_FAILURE, e.to_string()),
             E::SubnetFileSyntax { .. } => CniError::new(SUBNET_FILE_INVALID, e.to_string()),
             E::Netns { .. } => CniError::invalid_env("CNI_NETNS", &e),
             E::InvalidConfig { field, reason } => CniError::invalid_config(field, reason),
             E::ConfigSyntax(_) => CniError::new(DECODE, e.to_string()),
+            E::ConfigIo { .. } => CniError::new(IO_FAILURE, e.to_string()),
             E::Netlink { .. } | E::NetlinkConnection(_) | E::Interface { .. } => CniError::netlink(&e),
         }
     }

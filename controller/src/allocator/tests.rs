@@ -110,29 +110,81 @@ fn adopt_overlap_is_a_conflict_naming_the_owner() {
             with: "n1".into()
         }]
     );
-    // A wider hand-set prefix overlapping n1 conflicts as well.
+    // A wider or narrower prefix over n1's subnet is refused for its size first.
     assert!(matches!(
         a.adopt("n3", &[net("10.244.0.0/23")])[..],
-        [AdoptError::Conflict { .. }]
+        [AdoptError::WrongSize { want: 24, .. }]
     ));
-    // So does a narrower one inside n1's subnet.
     assert!(matches!(
         a.adopt("n4", &[net("10.244.0.128/25")])[..],
-        [AdoptError::Conflict { .. }]
+        [AdoptError::WrongSize { want: 24, .. }]
     ));
     assert_eq!(a.owned("n1"), Some(&[net("10.244.0.0/24")][..]));
+    assert_eq!(a.stats()[0].1.used, 1);
 }
 
 #[test]
-fn odd_sized_adopted_prefixes_block_what_they_cover() {
-    let mut a = v4("10.244.0.0/22", 24);
-    assert!(a.adopt("wide", &[net("10.244.0.0/23")]).is_empty());
-    assert!(a.adopt("narrow", &[net("10.244.2.128/25")]).is_empty());
-    assert_eq!(a.stats()[0].1.used, 3);
-    assert_eq!(a.allocate("n").unwrap(), vec![net("10.244.3.0/24")]);
-    assert_eq!(a.allocate("m"), Err(Exhausted(Family::V4)));
-    a.release("wide");
-    assert_eq!(a.stats()[0].1.used, 2);
+fn a_wrong_size_pod_cidr_is_refused_and_blocks_nothing() {
+    // The report: a /17 on one Node of a /16 cut into /24s took 128 of 256 subnets.
+    let mut a = v4("10.244.0.0/16", 24);
+    assert_eq!(
+        a.adopt("greedy", &[net("10.244.0.0/17")]),
+        vec![AdoptError::WrongSize {
+            cidr: net("10.244.0.0/17"),
+            want: 24
+        }]
+    );
+    assert!(a.owned("greedy").is_none());
+    assert_eq!(a.stats()[0].1.used, 0);
+    // Narrower than a node subnet: refused as well, nothing blocked.
+    assert!(matches!(
+        a.adopt("narrow", &[net("10.244.9.128/25")])[..],
+        [AdoptError::WrongSize { .. }]
+    ));
+    assert_eq!(a.stats()[0].1.used, 0);
+    // Every subnet, inside the /17 too, still goes to well-behaved nodes, once each.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..256 {
+        let got = a.allocate(&format!("n{i}")).unwrap();
+        assert!(seen.insert(got[0]), "{} handed out twice", got[0]);
+    }
+    assert_eq!(a.allocate("one-more"), Err(Exhausted(Family::V4)));
+}
+
+#[test]
+fn in_a_dual_stack_node_only_the_wrong_size_cidr_is_refused() {
+    let mut a = Allocator::from_config(&[(net("10.244.0.0/16"), 24), (net("fd00::/56"), 64)]);
+    let errors = a.adopt("n", &[net("10.244.3.0/24"), net("fd00::/60")]);
+    assert_eq!(
+        errors,
+        vec![AdoptError::WrongSize {
+            cidr: net("fd00::/60"),
+            want: 64
+        }]
+    );
+    assert_eq!(a.owned("n"), Some(&[net("10.244.3.0/24")][..]));
+    assert_eq!(a.stats()[1].1.used, 0);
+}
+
+#[test]
+fn a_duplicate_of_the_right_size_marks_nothing_more_and_waits_for_the_holder() {
+    let mut a = v4("10.244.0.0/16", 24);
+    assert!(a.adopt("old", &[net("10.244.5.0/24")]).is_empty());
+    let dup = a.adopt("new", &[net("10.244.5.0/24")]);
+    assert_eq!(
+        dup,
+        vec![AdoptError::Conflict {
+            cidr: net("10.244.5.0/24"),
+            with: "old".into()
+        }]
+    );
+    assert!(a.owned("new").is_none());
+    assert_eq!(a.stats()[0].1.used, 1);
+    // The holder leaves: the duplicate's claim is recorded on the retry.
+    a.release("old");
+    assert!(a.adopt("new", &[net("10.244.5.0/24")]).is_empty());
+    assert_eq!(a.owned("new"), Some(&[net("10.244.5.0/24")][..]));
+    assert_eq!(a.stats()[0].1.used, 1);
 }
 
 #[test]
@@ -207,6 +259,8 @@ enum Op {
     Delete(usize),
     Restart,
     HandSet(u8),
+    /// A hand-set podCIDR of the wrong size (a /29 or a /31 where /30 is the rule).
+    HandSetWrongSize(u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -215,6 +269,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..64).prop_map(Op::Delete),
         1 => Just(Op::Restart),
         1 => (0u8..40).prop_map(Op::HandSet),
+        1 => (0u8..40, any::<bool>()).prop_map(|(k, wide)| Op::HandSetWrongSize(k, wide)),
     ]
 }
 
@@ -268,6 +323,15 @@ proptest! {
                         nodes.push((name, vec![hand]));
                     }
                 }
+                Op::HandSetWrongSize(k, wide) => {
+                    let name = format!("w{next}");
+                    next += 1;
+                    let (mask, len) = if wide { (!7, 29) } else { (!1, 31) };
+                    let hand = IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, k & mask)), len).unwrap();
+                    let used_before = alloc.stats();
+                    prop_assert!(!alloc.adopt(&name, &[hand]).is_empty(), "{hand} was adopted");
+                    prop_assert_eq!(alloc.stats(), used_before);
+                }
             }
             let recorded: Vec<(&String, &IpNet)> = nodes
                 .iter()
@@ -279,7 +343,8 @@ proptest! {
                 }
             }
             let used: u128 = alloc.stats().iter().map(|(_, s)| s.used).sum();
-            prop_assert_eq!(used as usize, recorded.iter().filter(|(_, c)| c.prefix_len() == 30 || c.prefix_len() == 126).count());
+            // Only node subnets of the right size are ever recorded.
+            prop_assert_eq!(used as usize, recorded.len());
         }
     }
 }

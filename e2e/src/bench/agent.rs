@@ -147,6 +147,9 @@ fn config(ns: &str, underlay_ip: &str, pod_cidr: &str, dir: &Path) -> Result<Dat
         mtu: MTU,
         mac: None,
         pod_cidrs: vec![pod_cidr.parse()?],
+        node_subnet_size_v4: 24,
+        node_subnet_size_v6: 64,
+        service_cidrs: Vec::new(),
         cluster_cidrs: vec!["10.0.0.0/8".parse()?],
         bridge: "weft0".into(),
         direct_routing: false,
@@ -171,6 +174,7 @@ fn synthetic_peer(k: u32, mac_salt: u8) -> Peer {
             public_ip,
         }),
         node_ip: Some(public_ip),
+        ..Default::default()
     }
 }
 
@@ -346,6 +350,7 @@ fn weft_pair(
                 public_ip: format!("192.168.90.{other}").parse()?,
             }),
             node_ip: None,
+            ..Default::default()
         };
         in_ns(ns, |h| async move {
             let dp = Datapath::setup(cfg, h).await?;
