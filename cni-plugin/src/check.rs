@@ -58,6 +58,11 @@ pub fn run(env: &Env, conf: &NetConf) -> Result<(), CniError> {
                     "host veth {host_name} is not this container's (alias {alias:?})"
                 )))
             }
+            HostVeth::Unmarked(_) => {
+                return Err(CniError::mismatch(format!(
+                    "host veth {host_name} carries no ownership mark"
+                )))
+            }
         }
         let pod = link::connect_in(&netns)?;
         let (index, mac, _) = link::pod_link(&pod, &env.ifname).await?.ok_or_else(|| {

@@ -248,7 +248,10 @@ pub enum HostVeth {
     Absent,
     /// The container's own host end (it carries the container's mark): its index.
     Mine(u32),
-    /// Some other link: its alias, if any.
+    /// A link with no mark at all (an ADD cut short before it set the mark, or a link
+    /// that is not weft's): its index. Deleted only with other proof of ownership.
+    Unmarked(u32),
+    /// Some other link, marked by someone else: its alias.
     Other(Option<String>),
 }
 
@@ -259,6 +262,7 @@ pub async fn host_veth(host: &Handle, name: &str, mark: &str) -> Result<HostVeth
     };
     Ok(match link_alias(&link) {
         Some(a) if a == mark => HostVeth::Mine(link.header.index),
+        None => HostVeth::Unmarked(link.header.index),
         other => HostVeth::Other(other.map(str::to_owned)),
     })
 }
