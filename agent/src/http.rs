@@ -1,5 +1,5 @@
 //! The agent's HTTP server: `/healthz` (the process is alive), `/readyz` (200 only once
-//! the datapath is programmed and the subnet file written) and `/metrics` (Prometheus).
+//! the datapath is programmed and the subnet file written) and `/metrics` (OpenMetrics).
 //! It listens on the node's addresses, reachable from every pod, so it runs on
 //! [`weft_common::http_serve`]: header timeout, connection cap, bounded buffers.
 
@@ -13,7 +13,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use weft_common::http_serve::{self, Limits};
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
@@ -47,10 +47,7 @@ async fn metrics(
     State(s): State<Arc<HttpState>>,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         s.metrics.render(),
     )
 }
@@ -103,7 +100,7 @@ mod tests {
         assert_eq!(code, 200);
         assert!(
             body.to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4"),
+                .contains("content-type: application/openmetrics-text; version=1.0.0"),
             "{body}"
         );
         assert!(body.contains("weft_agent_ready 1"), "{body}");

@@ -1,11 +1,27 @@
-//! The agent's metrics, kept in atomics and rendered by hand in the Prometheus text
-//! exposition format (version 0.0.4).
+//! The agent's metrics, kept in `prometheus-client` counters, gauges and a histogram and
+//! encoded by that library in the OpenMetrics text format ([`CONTENT_TYPE`]).
+//!
+//! Counters are registered without their `_total` suffix: OpenMetrics names the family
+//! `weft_agent_errors` and the library writes the sample `weft_agent_errors_total`.
+//! Every label value is created up front, so each series is there (at 0) from the
+//! first scrape on.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::hash::Hash;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
 use crate::peers::Reason;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the reconcile duration histogram buckets.
 pub const DURATION_BUCKETS: [f64; 12] = [
@@ -43,24 +59,56 @@ impl ErrorKind {
     }
 }
 
-#[derive(Debug, Default)]
+/// `weft_agent_reconcile_total{result}`: `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// `weft_agent_kernel_operations_total{op}`: `add`, `remove` or `update`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// `weft_agent_errors_total{kind}`: [`ErrorKind::as_str`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// `weft_agent_rejected_peers{reason}`: [`Reason::as_str`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// `weft_agent_vxlan_dropped_packets_total{source}`: `foreign` or `pod`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+const OK: ResultLabel = ResultLabel { result: "ok" };
+const ERROR: ResultLabel = ResultLabel { result: "error" };
+const FOREIGN: SourceLabel = SourceLabel { source: "foreign" };
+const FROM_PODS: SourceLabel = SourceLabel { source: "pod" };
+
+/// Shared between the reconcile loop and the watches (writers) and the HTTP server
+/// (reader). The fields are handles onto what `registry` encodes.
+#[derive(Debug)]
 pub struct Metrics {
-    remote_nodes: AtomicU64,
-    reconcile_ok: AtomicU64,
-    reconcile_error: AtomicU64,
-    duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
-    duration_sum_micros: AtomicU64,
-    duration_count: AtomicU64,
-    kernel_add: AtomicU64,
-    kernel_remove: AtomicU64,
-    kernel_update: AtomicU64,
-    errors: [AtomicU64; ErrorKind::ALL.len()],
-    ready: AtomicBool,
+    registry: Registry,
+    ready: Gauge,
+    remote_nodes: Gauge,
+    reconciles: Family<ResultLabel, Counter>,
+    duration: Histogram,
+    kernel_operations: Family<OpLabel, Counter>,
+    errors: Family<KindLabel, Counter>,
     /// Nodes left out by peer validation at the last sync, by reason.
-    rejected: [AtomicU64; Reason::ALL.len()],
-    /// The VXLAN filter's drop counters (read from the kernel).
-    vxlan_dropped_foreign: AtomicU64,
-    vxlan_dropped_from_pods: AtomicU64,
+    rejected: Family<ReasonLabel, Gauge>,
+    /// The VXLAN filter's drop counters, mirrored from the kernel's (set, not added to).
+    vxlan_dropped: Family<SourceLabel, Counter>,
 }
 
 /// The outcome of one datapath sync, as the metrics need it.
@@ -72,27 +120,112 @@ pub struct SyncCounts {
     pub updated: usize,
 }
 
-impl Metrics {
-    pub fn record_sync(&self, took: Duration, result: Result<SyncCounts, ()>) {
-        let secs = took.as_secs_f64();
-        for (bound, count) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
-            if secs <= *bound {
-                count.fetch_add(1, Relaxed);
-            }
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            registry: Registry::default(),
+            ready: Gauge::default(),
+            remote_nodes: Gauge::default(),
+            reconciles: with_series([OK, ERROR]),
+            duration: Histogram::new(DURATION_BUCKETS),
+            kernel_operations: with_series(["add", "remove", "update"].map(|op| OpLabel { op })),
+            errors: with_series(ErrorKind::ALL.map(|k| KindLabel { kind: k.as_str() })),
+            rejected: with_series(Reason::ALL.map(|r| ReasonLabel { reason: r.as_str() })),
+            vxlan_dropped: with_series([FOREIGN, FROM_PODS]),
         }
-        self.duration_sum_micros
-            .fetch_add(took.as_micros() as u64, Relaxed);
-        self.duration_count.fetch_add(1, Relaxed);
+        .register()
+    }
+}
+
+/// A family with the series of `labels` created now, so each is scraped (at 0) before
+/// its first change.
+fn with_series<S, M>(labels: impl IntoIterator<Item = S>) -> Family<S, M>
+where
+    S: Clone + Hash + Eq,
+    M: Default,
+{
+    let family = Family::default();
+    for label in labels {
+        let _ = family.get_or_create(&label);
+    }
+    family
+}
+
+impl Metrics {
+    /// Registers every metric, in the order of the exposition.
+    fn register(mut self) -> Metrics {
+        let r = &mut self.registry;
+        // OpenMetrics' info type: the family `weft_agent_build`, the sample
+        // `weft_agent_build_info{version} 1`.
+        r.register(
+            "weft_agent_build",
+            "Version of the running agent",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register(
+            "weft_agent_ready",
+            "1 once the datapath is programmed and the subnet file written",
+            self.ready.clone(),
+        );
+        r.register(
+            "weft_agent_remote_nodes",
+            "Remote nodes programmed in the datapath at the last successful sync",
+            self.remote_nodes.clone(),
+        );
+        r.register(
+            "weft_agent_reconcile",
+            "Datapath syncs by result",
+            self.reconciles.clone(),
+        );
+        r.register_with_unit(
+            "weft_agent_reconcile_duration",
+            "Duration of datapath syncs",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        r.register(
+            "weft_agent_kernel_operations",
+            "Kernel entries (neighbours, FDB entries, routes) changed by datapath syncs, \
+             by operation",
+            self.kernel_operations.clone(),
+        );
+        r.register(
+            "weft_agent_errors",
+            "Errors by what failed",
+            self.errors.clone(),
+        );
+        r.register(
+            "weft_agent_rejected_peers",
+            "Nodes not routed to because a value failed validation, by reason (last sync)",
+            self.rejected.clone(),
+        );
+        r.register(
+            "weft_agent_vxlan_dropped_packets",
+            "VXLAN packets dropped by the source filter: from hosts that are no peer, \
+             from pods",
+            self.vxlan_dropped.clone(),
+        );
+        self
+    }
+
+    pub fn record_sync(&self, took: Duration, result: Result<SyncCounts, ()>) {
+        self.duration.observe(took.as_secs_f64());
         match result {
             Ok(c) => {
-                self.reconcile_ok.fetch_add(1, Relaxed);
-                self.remote_nodes.store(c.peers as u64, Relaxed);
-                self.kernel_add.fetch_add(c.added as u64, Relaxed);
-                self.kernel_remove.fetch_add(c.removed as u64, Relaxed);
-                self.kernel_update.fetch_add(c.updated as u64, Relaxed);
+                self.reconciles.get_or_create(&OK).inc();
+                self.remote_nodes.set(saturating_i64(c.peers));
+                for (op, n) in [
+                    ("add", c.added),
+                    ("remove", c.removed),
+                    ("update", c.updated),
+                ] {
+                    self.kernel_operations
+                        .get_or_create(&OpLabel { op })
+                        .inc_by(n as u64);
+                }
             }
             Err(()) => {
-                self.reconcile_error.fetch_add(1, Relaxed);
+                self.reconciles.get_or_create(&ERROR).inc();
                 self.error(ErrorKind::Sync);
             }
         }
@@ -100,219 +233,120 @@ impl Metrics {
 
     /// The rejections of the last sync (one reason per rejected node).
     pub fn set_rejected(&self, reasons: impl Iterator<Item = Reason>) {
-        let mut counts = [0u64; Reason::ALL.len()];
+        let mut counts = [0usize; Reason::ALL.len()];
         for r in reasons {
             counts[r as usize] += 1;
         }
-        for (gauge, n) in self.rejected.iter().zip(counts) {
-            gauge.store(n, Relaxed);
+        for reason in Reason::ALL {
+            self.rejected
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .set(saturating_i64(counts[reason as usize]));
         }
     }
 
     pub fn rejected(&self, reason: Reason) -> u64 {
-        self.rejected[reason as usize].load(Relaxed)
+        let label = ReasonLabel {
+            reason: reason.as_str(),
+        };
+        self.rejected.get_or_create(&label).get().max(0) as u64
     }
 
+    /// The kernel's drop counters as read now: the counters take their values.
     pub fn set_vxlan_drops(&self, foreign: u64, from_pods: u64) {
-        self.vxlan_dropped_foreign.store(foreign, Relaxed);
-        self.vxlan_dropped_from_pods.store(from_pods, Relaxed);
+        for (source, n) in [(FOREIGN, foreign), (FROM_PODS, from_pods)] {
+            self.vxlan_dropped
+                .get_or_create(&source)
+                .inner()
+                .store(n, Relaxed);
+        }
     }
 
     pub fn error(&self, kind: ErrorKind) {
-        self.errors[kind as usize].fetch_add(1, Relaxed);
+        self.errors
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Relaxed);
+        self.ready.set(i64::from(ready));
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Relaxed)
+        self.ready.get() != 0
     }
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {
-        self.errors[kind as usize].load(Relaxed)
+        let label = KindLabel {
+            kind: kind.as_str(),
+        };
+        self.errors.get_or_create(&label).get()
     }
 
+    /// (ok, error) datapath syncs so far.
     pub fn reconciles(&self) -> (u64, u64) {
         (
-            self.reconcile_ok.load(Relaxed),
-            self.reconcile_error.load(Relaxed),
+            self.reconciles.get_or_create(&OK).get(),
+            self.reconciles.get_or_create(&ERROR).get(),
         )
     }
 
-    /// The Prometheus text format.
+    /// The OpenMetrics text exposition, `# EOF` included.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        }
-        family(
-            &mut out,
-            "weft_agent_build_info",
-            "gauge",
-            "Version of the running agent.",
-        );
-        let _ = writeln!(
-            out,
-            "weft_agent_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        family(
-            &mut out,
-            "weft_agent_ready",
-            "gauge",
-            "1 once the datapath is programmed and the subnet file written.",
-        );
-        let _ = writeln!(out, "weft_agent_ready {}", u8::from(self.is_ready()));
-        family(
-            &mut out,
-            "weft_agent_remote_nodes",
-            "gauge",
-            "Remote nodes programmed in the datapath at the last successful sync.",
-        );
-        let _ = writeln!(
-            out,
-            "weft_agent_remote_nodes {}",
-            self.remote_nodes.load(Relaxed)
-        );
-        family(
-            &mut out,
-            "weft_agent_reconcile_total",
-            "counter",
-            "Datapath syncs by result.",
-        );
-        let _ = writeln!(
-            out,
-            "weft_agent_reconcile_total{{result=\"ok\"}} {}",
-            self.reconcile_ok.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "weft_agent_reconcile_total{{result=\"error\"}} {}",
-            self.reconcile_error.load(Relaxed)
-        );
-        family(
-            &mut out,
-            "weft_agent_reconcile_duration_seconds",
-            "histogram",
-            "Duration of datapath syncs.",
-        );
-        for (bound, count) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
-            let _ = writeln!(
-                out,
-                "weft_agent_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                count.load(Relaxed)
-            );
-        }
-        let count = self.duration_count.load(Relaxed);
-        let sum = self.duration_sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "weft_agent_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(out, "weft_agent_reconcile_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "weft_agent_reconcile_duration_seconds_count {count}");
-        family(
-            &mut out,
-            "weft_agent_kernel_operations_total",
-            "counter",
-            "Kernel entries (neighbours, FDB entries, routes) changed by datapath syncs, by operation.",
-        );
-        for (op, c) in [
-            ("add", &self.kernel_add),
-            ("remove", &self.kernel_remove),
-            ("update", &self.kernel_update),
-        ] {
-            let _ = writeln!(
-                out,
-                "weft_agent_kernel_operations_total{{op=\"{op}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        family(
-            &mut out,
-            "weft_agent_errors_total",
-            "counter",
-            "Errors by what failed.",
-        );
-        for kind in ErrorKind::ALL {
-            let _ = writeln!(
-                out,
-                "weft_agent_errors_total{{kind=\"{}\"}} {}",
-                kind.as_str(),
-                self.errors(kind)
-            );
-        }
-        family(
-            &mut out,
-            "weft_agent_rejected_peers",
-            "gauge",
-            "Nodes not routed to because a value failed validation, by reason (last sync).",
-        );
-        for reason in Reason::ALL {
-            let _ = writeln!(
-                out,
-                "weft_agent_rejected_peers{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                self.rejected(reason)
-            );
-        }
-        family(
-            &mut out,
-            "weft_agent_vxlan_dropped_packets_total",
-            "counter",
-            "VXLAN packets dropped by the source filter: from hosts that are no peer, from pods.",
-        );
-        for (source, c) in [
-            ("foreign", &self.vxlan_dropped_foreign),
-            ("pod", &self.vxlan_dropped_from_pods),
-        ] {
-            let _ = writeln!(
-                out,
-                "weft_agent_vxlan_dropped_packets_total{{source=\"{source}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail, nor can encoding these metric types.
+        text::encode(&mut out, &self.registry).expect("encoding metrics into a String");
         out
     }
+}
+
+fn saturating_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn value(text: &str, series: &str) -> String {
+    fn value(text: &str, series: &str) -> f64 {
         text.lines()
             .find_map(|l| {
                 l.strip_prefix(series)
                     .and_then(|rest| rest.strip_prefix(' '))
             })
             .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
-            .to_string()
+            .parse()
+            .unwrap()
     }
 
     #[test]
-    fn renders_every_family_with_help_and_type() {
-        let text = Metrics::default().render();
-        for name in [
-            "weft_agent_ready",
-            "weft_agent_remote_nodes",
-            "weft_agent_reconcile_total",
-            "weft_agent_reconcile_duration_seconds",
-            "weft_agent_kernel_operations_total",
-            "weft_agent_errors_total",
+    fn every_series_is_there_from_the_start() {
+        let m = Metrics::default();
+        let text = m.render();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for series in [
+            "weft_agent_reconcile_total{result=\"ok\"}",
+            "weft_agent_reconcile_total{result=\"error\"}",
+            "weft_agent_kernel_operations_total{op=\"update\"}",
+            "weft_agent_errors_total{kind=\"condition\"}",
+            "weft_agent_rejected_peers{reason=\"malformed\"}",
+            "weft_agent_vxlan_dropped_packets_total{source=\"pod\"}",
         ] {
-            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
-            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+            assert_eq!(value(&text, series), 0.0, "{series}");
         }
-        assert_eq!(value(&text, "weft_agent_ready"), "0");
-        assert!(text.ends_with('\n'));
-        // Every sample line is `name{labels} value` with a numeric value.
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let v = line.rsplit(' ').next().unwrap();
-            assert!(v.parse::<f64>().is_ok(), "{line}");
-        }
+        assert_eq!(
+            value(
+                &text,
+                &format!(
+                    "weft_agent_build_info{{version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            1.0
+        );
     }
 
     #[test]
@@ -328,64 +362,65 @@ mod tests {
         m.record_sync(Duration::from_millis(200), Err(()));
         m.error(ErrorKind::Watch);
         m.set_ready(true);
+        assert!(m.is_ready());
+        assert_eq!(m.reconciles(), (1, 1));
+        assert_eq!(m.errors(ErrorKind::Sync), 1);
+        assert_eq!(m.errors(ErrorKind::Watch), 1);
+        assert_eq!(m.errors(ErrorKind::Publish), 0);
         let t = m.render();
-        assert_eq!(value(&t, "weft_agent_ready"), "1");
-        assert_eq!(value(&t, "weft_agent_remote_nodes"), "3");
-        assert_eq!(value(&t, "weft_agent_reconcile_total{result=\"ok\"}"), "1");
-        assert_eq!(
-            value(&t, "weft_agent_reconcile_total{result=\"error\"}"),
-            "1"
-        );
+        assert_eq!(value(&t, "weft_agent_ready"), 1.0);
+        assert_eq!(value(&t, "weft_agent_remote_nodes"), 3.0);
         assert_eq!(
             value(&t, "weft_agent_kernel_operations_total{op=\"add\"}"),
-            "3"
+            3.0
         );
         assert_eq!(
             value(&t, "weft_agent_kernel_operations_total{op=\"remove\"}"),
-            "1"
+            1.0
         );
-        assert_eq!(
-            value(&t, "weft_agent_kernel_operations_total{op=\"update\"}"),
-            "2"
-        );
-        assert_eq!(value(&t, "weft_agent_errors_total{kind=\"sync\"}"), "1");
-        assert_eq!(value(&t, "weft_agent_errors_total{kind=\"watch\"}"), "1");
-        assert_eq!(value(&t, "weft_agent_errors_total{kind=\"publish\"}"), "0");
-        assert_eq!(
+        let bucket = |le: &str| {
             value(
                 &t,
-                "weft_agent_reconcile_duration_seconds_bucket{le=\"0.001\"}"
-            ),
-            "0"
-        );
-        assert_eq!(
-            value(
-                &t,
-                "weft_agent_reconcile_duration_seconds_bucket{le=\"0.005\"}"
-            ),
-            "1"
-        );
-        assert_eq!(
-            value(
-                &t,
-                "weft_agent_reconcile_duration_seconds_bucket{le=\"0.25\"}"
-            ),
-            "2"
-        );
-        assert_eq!(
-            value(
-                &t,
-                "weft_agent_reconcile_duration_seconds_bucket{le=\"+Inf\"}"
-            ),
-            "2"
-        );
+                &format!("weft_agent_reconcile_duration_seconds_bucket{{le=\"{le}\"}}"),
+            )
+        };
+        assert_eq!(bucket("0.001"), 0.0);
+        assert_eq!(bucket("0.005"), 1.0);
+        assert_eq!(bucket("0.25"), 2.0);
+        assert_eq!(bucket("+Inf"), 2.0);
         assert_eq!(
             value(&t, "weft_agent_reconcile_duration_seconds_count"),
-            "2"
+            2.0
+        );
+        let sum = value(&t, "weft_agent_reconcile_duration_seconds_sum");
+        assert!((sum - 0.203).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn rejections_are_the_last_syncs_and_drops_mirror_the_kernel() {
+        let m = Metrics::default();
+        m.set_rejected([Reason::VniMismatch, Reason::VniMismatch, Reason::Malformed].into_iter());
+        assert_eq!(m.rejected(Reason::VniMismatch), 2);
+        m.set_rejected([Reason::Malformed].into_iter());
+        assert_eq!(m.rejected(Reason::VniMismatch), 0);
+        assert_eq!(m.rejected(Reason::Malformed), 1);
+        m.set_vxlan_drops(7, 2);
+        m.set_vxlan_drops(9, 2);
+        let t = m.render();
+        assert_eq!(
+            value(
+                &t,
+                "weft_agent_vxlan_dropped_packets_total{source=\"foreign\"}"
+            ),
+            9.0
         );
         assert_eq!(
-            value(&t, "weft_agent_reconcile_duration_seconds_sum"),
-            "0.203"
+            value(&t, "weft_agent_vxlan_dropped_packets_total{source=\"pod\"}"),
+            2.0
+        );
+        assert_eq!(
+            value(&t, "weft_agent_rejected_peers{reason=\"malformed\"}"),
+            1.0
         );
     }
 }

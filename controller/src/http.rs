@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use weft_common::http_serve::{self, Limits};
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::Error;
 
 pub fn router(metrics: Arc<Metrics>) -> Router {
@@ -36,10 +36,7 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
-    )
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], m.render())
 }
 
 /// Binds `addr` now (so a taken port fails at start) and serves in the background.

@@ -255,7 +255,7 @@ async fn loop_rebuilds_then_allocates_retries_and_emits_event() {
     );
     assert!(text.contains("weft_controller_errors_total 1\n"), "{text}");
     assert!(
-        text.contains("weft_controller_subnets{family=\"ipv4\",state=\"used\"} 2\n"),
+        text.contains("weft_controller_subnets{family=\"ipv4\",state=\"used\"} 2.0\n"),
         "{text}"
     );
     stop_tx.send(()).unwrap();
@@ -375,7 +375,7 @@ async fn wrong_size_pod_cidr_warns_and_blocks_nothing() {
         "{text}"
     );
     assert!(
-        text.contains("weft_controller_subnets{family=\"ipv4\",state=\"used\"} 1\n"),
+        text.contains("weft_controller_subnets{family=\"ipv4\",state=\"used\"} 1.0\n"),
         "{text}"
     );
     stop_tx.send(()).unwrap();
