@@ -19,6 +19,7 @@ scripts/install-deps.sh
 step "build Kubernetes components and CNI reference tools"
 scripts/build-k8s.sh
 scripts/build-containerd.sh
+scripts/build-helm.sh
 
 step "start docker engine"
 scripts/start-docker.sh
@@ -36,5 +37,8 @@ cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}" --sk
 
 step "local cluster: weft-e2e up, test, down"
 cargo test -p weft-e2e --locked --test cluster -- --nocapture
+
+step "local cluster with Helm: up --helm, test, helm upgrade under a stream, uninstall"
+cargo test -p weft-e2e --locked --test helm -- local_cluster --nocapture
 
 printf '\n== all tests passed in %ss\n' "$(( $(date +%s) - t0 ))"

@@ -1,5 +1,6 @@
-//! `weft-e2e up`: control plane, nodes registered NotReady, then weft applied and the
-//! nodes Ready. A failure leaves everything in place for inspection; `down` cleans up.
+//! `weft-e2e up`: control plane, nodes registered NotReady, then weft installed
+//! (`kubectl apply -k`, or `helm install` with `--helm`) and the nodes Ready. A failure
+//! leaves everything in place for inspection; `down` cleans up.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,7 +12,7 @@ use kube::api::{Api, ListParams};
 
 use super::runtime::Containerd;
 use super::{controlplane, images, node, pki, process, Layout, NodeSpec};
-use crate::harness::{bin, client_from};
+use crate::harness::{bin, cache_dir, client_from};
 use crate::topo::run;
 
 #[derive(Clone, Debug)]
@@ -21,9 +22,52 @@ pub struct Options {
     pub image: String,
     /// Rebuild the weft image from the current sources even if docker has it.
     pub build_image: bool,
-    /// Kustomization to apply; `None` stops once the nodes are registered (NotReady).
-    pub manifests: Option<PathBuf>,
+    /// How to install weft; `None` stops once the nodes are registered (NotReady).
+    pub weft: Option<Install>,
     pub timeout: Duration,
+}
+
+/// How `up` installs weft, with the image set to [`Options::image`].
+#[derive(Clone, Debug)]
+pub enum Install {
+    /// `kubectl apply -k` of an overlay on this kustomize base (`manifests/`).
+    Kustomize(PathBuf),
+    /// `helm install` of this chart (`charts/weft`) as release [`HELM_RELEASE`] in
+    /// [`HELM_NAMESPACE`].
+    Helm(PathBuf),
+}
+
+/// The Helm release of `up --helm`.
+pub const HELM_RELEASE: &str = "weft";
+/// Where that release is recorded; the chart itself creates weft-system for its objects,
+/// so the release cannot live there.
+pub const HELM_NAMESPACE: &str = "kube-system";
+
+/// The helm binary (scripts/build-helm.sh), or an error saying how to build it.
+pub fn helm_bin() -> Result<PathBuf> {
+    let path = cache_dir().join("bin/helm");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run scripts/build-helm.sh to build Helm",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// `helm` for the local cluster: its admin kubeconfig, and Helm's cache, config and
+/// data under the cluster's state directory rather than in $HOME.
+pub fn helm_command(layout: &Layout) -> Result<Command> {
+    let mut cmd = Command::new(helm_bin()?);
+    let home = layout.dir.join("helm");
+    cmd.arg(format!(
+        "--kubeconfig={}",
+        layout.admin_kubeconfig().display()
+    ))
+    .env("HELM_CACHE_HOME", home.join("cache"))
+    .env("HELM_CONFIG_HOME", home.join("config"))
+    .env("HELM_DATA_HOME", home.join("data"));
+    Ok(cmd)
 }
 
 /// Host sysctls the kubelet rewrites at start (it does so on any host); `down` puts
@@ -67,6 +111,9 @@ fn up(opts: &Options) -> Result<()> {
     for b in super::KUBERNETES_BINS {
         bin(b)?;
     }
+    if let Some(Install::Helm(_)) = &opts.weft {
+        helm_bin()?;
+    }
     let runtime = Containerd::find()?;
     std::fs::create_dir_all(&layout.dir)?;
     let nodes: Vec<NodeSpec> = (1..=opts.nodes).map(NodeSpec::new).collect();
@@ -75,7 +122,7 @@ fn up(opts: &Options) -> Result<()> {
     // Images build on other threads while the control plane and nodes come up.
     let img_layout = layout.clone();
     let node_images = std::thread::spawn(move || images::build_node_images(&img_layout));
-    let weft_image = opts.manifests.as_ref().map(|_| {
+    let weft_image = opts.weft.as_ref().map(|_| {
         let (l, image, build_image) = (layout.clone(), opts.image.clone(), opts.build_image);
         std::thread::spawn(move || images::weft_image_tar(&l, &image, build_image))
     });
@@ -150,8 +197,11 @@ fn up(opts: &Options) -> Result<()> {
         "nodes registered (NotReady until weft runs)"
     );
 
-    if let Some(manifests) = &opts.manifests {
-        apply(&layout, manifests, &opts.image)?;
+    if let Some(install) = &opts.weft {
+        match install {
+            Install::Kustomize(manifests) => apply(&layout, manifests, &opts.image)?,
+            Install::Helm(chart) => helm_install(&layout, chart, &opts.image)?,
+        }
         rt.block_on(wait_nodes(&layout, &nodes, true, opts.timeout))?;
         tracing::info!(secs = started.elapsed().as_secs_f64(), "nodes Ready");
         // Cluster DNS, as kubeadm's addon; it starts once the pod network is there.
@@ -212,6 +262,25 @@ fn apply(layout: &Layout, manifests: &std::path::Path, image: &str) -> Result<()
         .arg("-k")
         .arg(&overlay))
     .context("kubectl apply -k (weft)")?;
+    Ok(())
+}
+
+/// `helm install` of the chart with the image values set, as `apply` sets the image in
+/// its overlay; the nodes turning Ready is the wait.
+fn helm_install(layout: &Layout, chart: &std::path::Path, image: &str) -> Result<()> {
+    let chart = chart
+        .canonicalize()
+        .with_context(|| format!("chart at {}", chart.display()))?;
+    let (name, tag) = image
+        .rsplit_once(':')
+        .context("image needs a tag (name:tag)")?;
+    run(helm_command(layout)?
+        .args(["install", HELM_RELEASE])
+        .arg(&chart)
+        .args(["--namespace", HELM_NAMESPACE])
+        .arg(format!("--set-string=image.repository={name}"))
+        .arg(format!("--set-string=image.tag={tag}")))
+    .context("helm install (weft)")?;
     Ok(())
 }
 
