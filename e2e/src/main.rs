@@ -32,7 +32,7 @@ enum Command {
         #[command(subcommand)]
         action: ProbeAction,
     },
-    /// Run one benchmark: cni, agent or controller.
+    /// Run one benchmark: cni, agent, controller or flannel (weft-agent vs flanneld).
     Bench {
         #[arg(value_enum)]
         name: bench::Name,
@@ -41,7 +41,8 @@ enum Command {
         args: Vec<String>,
     },
     /// Start a local cluster: control plane on the host, nodes as network + mount
-    /// namespaces with their own containerd, kubelet and kube-proxy, weft applied.
+    /// namespaces with their own containerd, kubelet and kube-proxy, weft applied
+    /// (`kubectl apply -k`, or `helm install` with --helm).
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: u8,
@@ -54,6 +55,13 @@ enum Command {
         /// Kustomization directory of weft.
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests"))]
         manifests: std::path::PathBuf,
+        /// Install weft with `helm install` of --chart (release "weft" in kube-system)
+        /// instead of `kubectl apply -k` of --manifests.
+        #[arg(long, conflicts_with = "no_weft")]
+        helm: bool,
+        /// Helm chart of weft, for --helm (helm: scripts/build-helm.sh).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/weft"))]
+        chart: std::path::PathBuf,
         /// Stop once the nodes are registered (NotReady), without applying weft.
         #[arg(long)]
         no_weft: bool,
@@ -111,6 +119,7 @@ enum ProbeAction {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
@@ -126,13 +135,22 @@ fn main() -> anyhow::Result<()> {
             image,
             build_image,
             manifests,
+            helm,
+            chart,
             no_weft,
             timeout_secs,
         } => weft_e2e::cluster::up::run_up(&weft_e2e::cluster::up::Options {
             nodes,
             image,
             build_image,
-            manifests: (!no_weft).then_some(manifests),
+            weft: (!no_weft).then(|| {
+                use weft_e2e::cluster::up::Install;
+                if helm {
+                    Install::Helm(chart)
+                } else {
+                    Install::Kustomize(manifests)
+                }
+            }),
             timeout: std::time::Duration::from_secs(timeout_secs),
         }),
         Command::Down => weft_e2e::cluster::down::run_down(),

@@ -60,7 +60,7 @@ fn ip(ns: &str, args: &str) -> Result<String> {
     sh(&v)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let n = v.len();
     if n == 0 {
@@ -583,17 +583,17 @@ fn throughput(
 /// Remote nodes in the RSS measurement.
 const RSS_NODES: u32 = 5000;
 /// Their pod CIDRs: /24s of this /10 (the fixtures' node IPs are in 10.0.0.0/8).
-const RSS_CLUSTER_CIDR: &str = "100.64.0.0/10";
+pub(crate) const RSS_CLUSTER_CIDR: &str = "100.64.0.0/10";
 
 /// Node `k`'s pod CIDR: the k-th /24 of [`RSS_CLUSTER_CIDR`] (k = 0: the agent's node).
-fn rss_pod_cidr(k: u32) -> String {
+pub(crate) fn rss_pod_cidr(k: u32) -> String {
     let a = std::net::Ipv4Addr::from(0x6440_0000u32 + (k << 8));
     format!("{a}/24")
 }
 
 /// A kubelet-like Node with a pod CIDR; with `vtep`, weft's annotations as another agent
 /// would have published them.
-fn rss_node(name: &str, internal_ip: std::net::Ipv4Addr, k: u32, vtep: bool) -> Node {
+pub(crate) fn rss_node(name: &str, internal_ip: std::net::Ipv4Addr, k: u32, vtep: bool) -> Node {
     let mut node = kubelet_like_node(name, internal_ip);
     let spec = node.spec.get_or_insert_with(Default::default);
     spec.pod_cidr = Some(rss_pod_cidr(k));
@@ -613,7 +613,7 @@ fn rss_node(name: &str, internal_ip: std::net::Ipv4Addr, k: u32, vtep: bool) -> 
 }
 
 /// Kills the agent (SIGKILL: the datapath dies with its netns) on drop.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -622,7 +622,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn vm_status(pid: u32, key: &str) -> Result<f64> {
+pub(crate) fn vm_status(pid: u32, key: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()

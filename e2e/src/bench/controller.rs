@@ -365,7 +365,7 @@ impl Drop for Controller {
 }
 
 /// A minimal HTTP/1.0 GET: (status code, body).
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;

@@ -3,12 +3,14 @@
 mod agent;
 mod cni;
 mod controller;
+mod flannel;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Name {
     Cni,
     Agent,
     Controller,
+    Flannel,
 }
 
 pub fn run(name: Name, args: &[String]) -> anyhow::Result<()> {
@@ -16,5 +18,6 @@ pub fn run(name: Name, args: &[String]) -> anyhow::Result<()> {
         Name::Cni => cni::run(args),
         Name::Agent => agent::run(args),
         Name::Controller => controller::run(args),
+        Name::Flannel => flannel::run(args),
     }
 }
