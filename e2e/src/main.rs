@@ -122,7 +122,9 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+                tracing_subscriber::EnvFilter::new(
+                    "info,kube_client::client::builder=off,kube_client::client::tls=off",
+                )
             }),
         )
         .init();
