@@ -8,43 +8,13 @@
 //! Takes a few minutes warm. Fails loudly when a prerequisite is missing, unless
 //! WEFT_SKIP_CLUSTER=1 is set explicitly.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft-e2e");
 
 fn prerequisites_or_skip() -> bool {
-    if std::env::var("WEFT_SKIP_CLUSTER").as_deref() == Ok("1") {
-        eprintln!("WEFT_SKIP_CLUSTER=1: skipping the local cluster test");
-        return false;
-    }
-    let how = "; set WEFT_SKIP_CLUSTER=1 to skip this test on purpose";
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the local cluster test needs root{how}"
-    );
-    let containerd = ["containerd", "containerd-shim-runc-v2"];
-    for b in weft_e2e::cluster::KUBERNETES_BINS.iter().chain(&containerd) {
-        if let Err(e) = weft_e2e::harness::bin(b) {
-            panic!("{e:#} (containerd: scripts/build-containerd.sh){how}");
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let docker = Command::new(root.join("scripts/start-docker.sh"))
-        .status()
-        .expect("run scripts/start-docker.sh");
-    assert!(
-        docker.success(),
-        "dockerd is not available (apt-get install -y docker.io){how}"
-    );
-    let state = weft_e2e::cluster::state_dir();
-    assert!(
-        !state.exists(),
-        "{} exists: a local cluster is up (or was not cleaned); `weft-e2e down` first{how}",
-        state.display()
-    );
-    true
+    weft_e2e::cluster::test_preflight().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `weft-e2e down` when dropped: after a failed `up` or `test` as well.

@@ -142,6 +142,46 @@ pub fn api_server_url() -> String {
     format!("https://{HOST_IP}:{API_PORT}")
 }
 
+/// What the local-cluster tests need, checked before they start: `Ok(false)` when
+/// `WEFT_SKIP_CLUSTER=1` asks to skip on purpose; `Err` naming what is missing (root,
+/// a built component, dockerd, a cluster already up), which the tests turn into a
+/// failure: a cluster test that cannot run must not pass.
+pub fn test_preflight() -> Result<bool, String> {
+    if std::env::var("WEFT_SKIP_CLUSTER").as_deref() == Ok("1") {
+        eprintln!("WEFT_SKIP_CLUSTER=1: skipping the local cluster test");
+        return Ok(false);
+    }
+    let how = "; set WEFT_SKIP_CLUSTER=1 to skip this test on purpose";
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!("the local cluster test needs root{how}"));
+    }
+    let containerd = ["containerd", "containerd-shim-runc-v2"];
+    for b in KUBERNETES_BINS.iter().chain(&containerd) {
+        if let Err(e) = crate::harness::bin(b) {
+            return Err(format!(
+                "{e:#} (containerd: scripts/build-containerd.sh){how}"
+            ));
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let docker = std::process::Command::new(root.join("scripts/start-docker.sh"))
+        .status()
+        .map_err(|e| format!("run scripts/start-docker.sh: {e}{how}"))?;
+    if !docker.success() {
+        return Err(format!(
+            "dockerd is not available (apt-get install -y docker.io){how}"
+        ));
+    }
+    let state = state_dir();
+    if state.exists() {
+        return Err(format!(
+            "{} exists: a local cluster is up (or was not cleaned); `weft-e2e down` first{how}",
+            state.display()
+        ));
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

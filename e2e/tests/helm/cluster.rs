@@ -89,33 +89,11 @@ fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T
 }
 
 fn cluster_prerequisites_or_skip() -> bool {
-    if std::env::var("WEFT_SKIP_CLUSTER").as_deref() == Ok("1") {
-        eprintln!("WEFT_SKIP_CLUSTER=1: skipping the local cluster test");
-        return false;
+    let ready = weft_e2e::cluster::test_preflight().unwrap_or_else(|e| panic!("{e}"));
+    if ready {
+        helm_bin();
     }
-    let how = "; set WEFT_SKIP_CLUSTER=1 to skip this test on purpose";
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the local cluster test needs root{how}"
-    );
-    let containerd = ["containerd", "containerd-shim-runc-v2"];
-    for b in weft_e2e::cluster::KUBERNETES_BINS.iter().chain(&containerd) {
-        if let Err(e) = bin(b) {
-            panic!("{e:#} (containerd: scripts/build-containerd.sh){how}");
-        }
-    }
-    helm_bin();
-    let docker = Command::new(repo().join("scripts/start-docker.sh"))
-        .status()
-        .expect("run scripts/start-docker.sh");
-    assert!(docker.success(), "dockerd is not available{how}");
-    let state = weft_e2e::cluster::state_dir();
-    assert!(
-        !state.exists(),
-        "{} exists: a local cluster is up (or was not cleaned); `weft-e2e down` first{how}",
-        state.display()
-    );
-    true
+    ready
 }
 
 /// `weft-e2e up --helm` and the suite on it; `helm upgrade` with a new MTU rolls the
