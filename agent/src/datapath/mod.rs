@@ -256,14 +256,17 @@ impl Datapath {
     pub async fn setup(cfg: DatapathConfig, handle: rtnetlink::Handle) -> Result<Datapath, Error> {
         check(&cfg)?;
         let vtep_addrs = vtep_addrs(&cfg.pod_cidrs)?;
+        let underlay_net = underlay_net(&handle, &cfg).await?;
+        let mut dumps = [
+            DumpSocket::open()?,
+            DumpSocket::open()?,
+            DumpSocket::open()?,
+        ];
         // The own Node's pod CIDRs are input too: checked before anything is set up.
-        {
-            let mut dump = DumpSocket::open()?;
-            let foreign = foreign_routes(&dump.routes()?, &cfg.pod_cidrs);
-            let rules = rules(&cfg, underlay_net(&handle, &cfg).await?, None, foreign);
-            validate::check_own_pod_cidrs(&cfg.pod_cidrs, &rules)
-                .map_err(|e| Error::Config(format!("this node's spec.podCIDRs: {e}")))?;
-        }
+        let foreign = foreign_routes(&dumps[0].routes()?, &cfg.pod_cidrs);
+        let rules = rules(&cfg, underlay_net, None, foreign);
+        validate::check_own_pod_cidrs(&cfg.pod_cidrs, &rules)
+            .map_err(|e| Error::Config(format!("this node's spec.podCIDRs: {e}")))?;
         let spec = VxlanSpec {
             vni: cfg.vni,
             port: cfg.port,
@@ -303,12 +306,6 @@ impl Datapath {
             bridge: cfg.bridge.clone(),
         })?;
 
-        let underlay_net = underlay_net(&handle, &cfg).await?;
-        let dumps = [
-            DumpSocket::open()?,
-            DumpSocket::open()?,
-            DumpSocket::open()?,
-        ];
         NodeSubnet::new(
             cfg.pod_cidrs.clone(),
             cfg.cluster_cidrs.clone(),
