@@ -22,8 +22,16 @@ if [[ $(id -u) != 0 ]]; then
 fi
 
 echo "starting dockerd (log: $log)" >&2
-# setsid: the daemon must outlive this script's session and process group.
-setsid dockerd >>"$log" 2>&1 </dev/null &
+# setsid: the daemon must outlive this script's session and process group. It must not
+# inherit our callers' other descriptors either: a build script's lock file left open in
+# dockerd would stay locked for as long as dockerd runs.
+(
+    for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        ((fd > 2)) && eval "exec $fd>&-"
+    done 2>/dev/null
+    exec setsid dockerd >>"$log" 2>&1 </dev/null
+) &
 
 for _ in $(seq 1 300); do
     if "$docker" info >/dev/null 2>&1; then

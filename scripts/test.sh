@@ -35,7 +35,10 @@ scripts/build-cni.sh
 step "tests"
 cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}" --skip local_cluster_up_test_down
 
-step "local cluster: weft-e2e up, test, down"
+step "Kubernetes' network e2e specs and test images (scripts/build-conformance.sh)"
+scripts/build-conformance.sh >/dev/null
+
+step "local cluster: weft-e2e up, test, conformance ([sig-network] Conformance), down"
 cargo test -p weft-e2e --locked --test cluster -- --nocapture
 
 step "local cluster with Helm: up --helm, test, helm upgrade under a stream, uninstall"

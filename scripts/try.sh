@@ -23,7 +23,7 @@ target/release/weft-e2e up "$@"
 target/release/weft-e2e test --no-disrupt
 cat <<'EOT'
 
-weft is up on a local 3-node cluster:
+weft is up on a local cluster (the host as control-plane node, 3 workers):
   export KUBECONFIG=/var/lib/weft-e2e/admin.kubeconfig
   /var/cache/weft/bin/kubectl get nodes -o wide
   /var/cache/weft/bin/kubectl -n weft-system get pods -o wide

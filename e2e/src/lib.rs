@@ -2,6 +2,7 @@
 //! `weft-e2e` binary (benchmarks, local cluster) and the tests under `e2e/tests`.
 
 pub mod cluster;
+pub mod conformance;
 pub mod elf;
 pub mod fixtures;
 pub mod harness;

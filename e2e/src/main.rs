@@ -70,6 +70,30 @@ enum Command {
     },
     /// Stop the local cluster and remove everything `up` made.
     Down,
+    /// Run Kubernetes' own network e2e specs (v1.34.4, built by
+    /// scripts/build-conformance.sh): the [sig-network] Conformance and networking
+    /// NodeConformance specs, or the NetworkPolicy specs with --netpol. Prints a table
+    /// and totals; fails if any spec fails.
+    Conformance {
+        /// Default: $KUBECONFIG, else the local cluster's admin kubeconfig.
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// The NetworkPolicy specs ([Feature:NetworkPolicy]) instead.
+        #[arg(long)]
+        netpol: bool,
+        /// A ginkgo focus replacing the default one.
+        #[arg(long)]
+        focus: Option<String>,
+        /// More ginkgo skip expressions, besides the named skip list.
+        #[arg(long)]
+        skip: Vec<String>,
+        /// Parallel ginkgo processes; [Serial] specs still run alone, last.
+        #[arg(long, default_value_t = 3)]
+        procs: usize,
+        /// More arguments for the spec binary, after `--`.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
     /// Run the connectivity suite against a cluster running weft; prints a table and
     /// fails if any check fails.
     Test {
@@ -156,6 +180,21 @@ fn main() -> anyhow::Result<()> {
             timeout: std::time::Duration::from_secs(timeout_secs),
         }),
         Command::Down => weft_e2e::cluster::down::run_down(),
+        Command::Conformance {
+            kubeconfig,
+            netpol,
+            focus,
+            skip,
+            procs,
+            extra,
+        } => weft_e2e::conformance::run_conformance(&weft_e2e::conformance::Options {
+            kubeconfig,
+            netpol,
+            focus,
+            skip,
+            extra,
+            procs,
+        }),
         Command::Test {
             kubeconfig,
             only,

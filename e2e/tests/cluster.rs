@@ -50,6 +50,132 @@ fn step(args: &[&str]) -> f64 {
     secs
 }
 
+fn kubectl(kubeconfig: &str, args: &[&str]) -> String {
+    let bin = weft_e2e::harness::bin("kubectl").expect("kubectl");
+    let out = Command::new(bin)
+        .arg(format!("--kubeconfig={kubeconfig}"))
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The control plane is on the pod network as on a real cluster: the host is a Node
+/// (Ready, tainted, with a pod CIDR) whose agent routes every worker's pod CIDR, so the
+/// API server reaches pods; and the guard keeps cluster traffic on the machine.
+fn control_plane_on_pod_network(kubeconfig: &str) {
+    use weft_e2e::cluster::{CLUSTER_CIDR, CONTROL_PLANE, CONTROL_PLANE_ROLE};
+    let node: serde_json::Value = serde_json::from_str(&kubectl(
+        kubeconfig,
+        &["get", "node", CONTROL_PLANE, "-o", "json"],
+    ))
+    .expect("node JSON");
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "{CONTROL_PLANE} is Ready");
+    let taints = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t["key"] == CONTROL_PLANE_ROLE && t["effect"] == "NoSchedule"),
+        "{CONTROL_PLANE} is tainted: {taints:?}"
+    );
+    assert!(node["metadata"]["labels"][CONTROL_PLANE_ROLE].is_string());
+    assert!(
+        node["spec"]["podCIDR"].is_string(),
+        "{CONTROL_PLANE} has a pod CIDR"
+    );
+
+    // One weft route per worker in the host's routing table.
+    let workers: Vec<String> = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDR}{\"\\n\"}{end}",
+        ],
+    )
+    .lines()
+    .filter(|l| !l.starts_with(CONTROL_PLANE))
+    .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+    .collect();
+    let routes = Command::new("ip")
+        .args(["route", "show", "proto", "87"])
+        .output()
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    for cidr in &workers {
+        assert!(
+            routes.contains(cidr.as_str()),
+            "host route for {cidr}: {routes}"
+        );
+    }
+
+    // The host reaches a pod directly: CoreDNS's TCP port, once it runs.
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let ip = loop {
+        let ip = kubectl(
+            kubeconfig,
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "pods",
+                "-l",
+                "k8s-app=kube-dns",
+                "-o",
+                "jsonpath={.items[0].status.podIP}",
+            ],
+        );
+        if let Ok(ip) = ip.trim().parse::<std::net::IpAddr>() {
+            let addr = std::net::SocketAddr::new(ip, 53);
+            if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                .is_ok()
+            {
+                break ip;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host cannot reach CoreDNS's pod IP {ip:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    eprintln!("host -> pod {ip}:53 connected");
+
+    let unreachable = Command::new("ip")
+        .args(["route", "show", "type", "unreachable"])
+        .output()
+        .expect("ip route");
+    assert!(
+        String::from_utf8_lossy(&unreachable.stdout).contains(CLUSTER_CIDR),
+        "guard route for {CLUSTER_CIDR}"
+    );
+    let guard = Command::new("nft")
+        .args([
+            "list",
+            "table",
+            "inet",
+            weft_e2e::cluster::node::GUARD_TABLE,
+        ])
+        .output()
+        .expect("nft");
+    assert!(guard.status.success(), "guard table on the host");
+}
+
 #[test]
 fn local_cluster_up_test_down() {
     if !prerequisites_or_skip() {
@@ -59,6 +185,10 @@ fn local_cluster_up_test_down() {
     let up = step(&["up"]);
     let kubeconfig =
         weft_e2e::cluster::Layout::new(weft_e2e::cluster::state_dir()).admin_kubeconfig();
-    let test = step(&["test", "--kubeconfig", &kubeconfig.display().to_string()]);
-    eprintln!("up {up:.1} s, test {test:.1} s");
+    let kubeconfig = kubeconfig.display().to_string();
+    control_plane_on_pod_network(&kubeconfig);
+    let test = step(&["test", "--kubeconfig", &kubeconfig]);
+    // Kubernetes' own network conformance specs, on the same cluster.
+    let conformance = step(&["conformance", "--kubeconfig", &kubeconfig]);
+    eprintln!("up {up:.1} s, test {test:.1} s, conformance {conformance:.1} s");
 }

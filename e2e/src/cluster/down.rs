@@ -47,12 +47,16 @@ pub fn run_down() -> Result<()> {
             let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
             let _ = std::fs::remove_file(&ns);
         }
-        if n.netns_path().exists() {
-            let _ = ip(&["netns", "del", &n.name]);
+        if let Some(netns) = n.netns_path() {
+            if netns.exists() {
+                let _ = ip(&["netns", "del", &n.name]);
+            }
+            // Gone with its netns unless something still pins that netns; then the pair
+            // goes now.
+            let _ = ip(&["link", "del", &n.veth()]);
+        } else {
+            clean_host_network();
         }
-        // Gone with its netns unless something still pins that netns; then the pair
-        // goes now.
-        let _ = ip(&["link", "del", &n.veth()]);
         remove_cgroups(n);
         tracing::info!(node = %n.name, secs = started.elapsed().as_secs_f64(), "node removed");
     }
@@ -67,11 +71,13 @@ pub fn run_down() -> Result<()> {
         .args(node::forward_rule("-D"))
         .output();
     let _ = ip(&["link", "del", BRIDGE]);
+    node::remove_guard();
     // The kernel dismantles a deleted netns asynchronously; wait until the veths are
     // gone so that an `up` right after this one does not trip over them.
     let deadline = Instant::now() + Duration::from_secs(10);
     while nodes
         .iter()
+        .filter(|n| !n.control_plane)
         .any(|n| Path::new("/sys/class/net").join(n.veth()).exists())
         && Instant::now() < deadline
     {
@@ -93,7 +99,7 @@ pub fn run_down() -> Result<()> {
 }
 
 /// Nodes known from the state directory, the mount namespaces and the netns names.
-fn discover_nodes(layout: &Layout) -> Vec<NodeSpec> {
+pub fn discover_nodes(layout: &Layout) -> Vec<NodeSpec> {
     let mut names: Vec<String> = Vec::new();
     let dirs = [
         layout.dir.join("nodes"),
@@ -114,7 +120,58 @@ fn discover_nodes(layout: &Layout) -> Vec<NodeSpec> {
         .collect();
     idx.sort();
     idx.dedup();
-    idx.into_iter().map(NodeSpec::new).collect()
+    let mut nodes: Vec<NodeSpec> = idx.into_iter().map(NodeSpec::new).collect();
+    if names.iter().any(|n| n == super::CONTROL_PLANE) {
+        nodes.insert(0, NodeSpec::control_plane());
+    }
+    nodes
+}
+
+/// What the control-plane node's daemons left in the host's network namespace, which
+/// `down` cannot simply delete: the devices weft's agent made there (marked with its
+/// alias), weft's routes (protocol 87), the agent's and kube-proxy's nftables tables, and
+/// weft's iptables FORWARD accepts. Only names weft and kube-proxy own are touched.
+fn clean_host_network() {
+    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
+        for e in rd.flatten() {
+            let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
+            if alias.trim() == weft_common::bridge::OWNER_ALIAS {
+                let _ = ip(&["link", "del", &e.file_name().to_string_lossy()]);
+            }
+        }
+    }
+    for family in ["-4", "-6"] {
+        let _ = Command::new("ip")
+            .args([family, "route", "flush", "proto", "87"])
+            .output();
+    }
+    for (family, table) in [
+        ("inet", "weft"),
+        ("inet", "weft-policy"),
+        ("ip", "kube-proxy"),
+        ("ip6", "kube-proxy"),
+    ] {
+        let _ = Command::new("nft")
+            .args(["delete", "table", family, table])
+            .output();
+    }
+    for tool in ["iptables", "ip6tables"] {
+        let Ok(out) = Command::new(tool).args(["-S", "FORWARD"]).output() else {
+            continue;
+        };
+        for rule in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(rest) = rule.strip_prefix("-A FORWARD ") else {
+                continue;
+            };
+            let args: Vec<&str> = rest.split_whitespace().collect();
+            if args.windows(2).any(|w| w == ["--comment", "weft"]) {
+                let _ = Command::new(tool)
+                    .args(["-D", "FORWARD"])
+                    .args(args.iter().map(|a| a.trim_matches('"')))
+                    .output();
+            }
+        }
+    }
 }
 
 /// SIGKILL to every process of the node: those in its mount or network namespace
@@ -122,7 +179,9 @@ fn discover_nodes(layout: &Layout) -> Vec<NodeSpec> {
 /// until none is left.
 fn kill_node_processes(n: &NodeSpec) {
     let ino = |p: PathBuf| std::fs::metadata(p).ok().map(|m| m.ino());
-    let (mnt, net) = (ino(n.mntns_path()), ino(n.netns_path()));
+    // The control-plane node's network namespace is the host's: its processes are found
+    // by mount namespace and cgroup only.
+    let (mnt, net) = (ino(n.mntns_path()), n.netns_path().and_then(ino));
     let cg = n.cgroup_root();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

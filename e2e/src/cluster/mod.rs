@@ -106,24 +106,47 @@ impl Layout {
     }
 }
 
+/// The control-plane node's name: the host itself, where the API server runs.
+pub const CONTROL_PLANE: &str = "weft-e2e-control-plane";
+/// The taint (and role label) that keeps workloads off the control-plane node, as
+/// kubeadm sets it; e2e frameworks treat nodes with it as not blocking.
+pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+
 /// One node: its name (also its netns and cgroup name) and underlay address.
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
     pub index: u8,
     pub name: String,
     pub ip: Ipv4Addr,
+    /// The control-plane node: the host's own network namespace (where kube-apiserver
+    /// listens), so that the control plane is on the pod network as on a real cluster.
+    pub control_plane: bool,
 }
 
 impl NodeSpec {
+    /// Worker node `index` (1-based): a network namespace of its own.
     pub fn new(index: u8) -> Self {
         NodeSpec {
             index,
             name: format!("{PREFIX}-{index}"),
             ip: Ipv4Addr::new(172, 30, 0, 10 + index),
+            control_plane: false,
         }
     }
-    pub fn netns_path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
+    /// The control-plane node: kubelet, containerd and kube-proxy in the host's network
+    /// namespace (its underlay address is [`HOST_IP`]) with a mount namespace of their
+    /// own; weft's DaemonSet runs an agent there like on every node.
+    pub fn control_plane() -> Self {
+        NodeSpec {
+            index: 0,
+            name: CONTROL_PLANE.into(),
+            ip: HOST_IP,
+            control_plane: true,
+        }
+    }
+    /// The node's own network namespace; `None` for the control-plane node (the host's).
+    pub fn netns_path(&self) -> Option<PathBuf> {
+        (!self.control_plane).then(|| Path::new("/run/netns").join(&self.name))
     }
     pub fn mntns_path(&self) -> PathBuf {
         Path::new(NS_DIR).join(&self.name)

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 
 use super::runtime::Containerd;
 use super::{
-    process, Layout, NodeSpec, BRIDGE, CLUSTER_CIDR, DNS_SERVICE_IP, HOST_IP, NS_DIR, SERVICE_CIDR,
-    UNDERLAY_PREFIX_LEN,
+    process, Layout, NodeSpec, BRIDGE, CLUSTER_CIDR, CONTROL_PLANE_ROLE, DNS_SERVICE_IP, HOST_IP,
+    NS_DIR, SERVICE_CIDR, UNDERLAY_PREFIX_LEN,
 };
 use crate::harness::bin;
 use crate::topo::{ip, run};
@@ -51,7 +51,69 @@ pub fn create_underlay() -> Result<()> {
     ])?;
     ip(&["link", "set", BRIDGE, "up"])?;
     run(Command::new("iptables").args(forward_rule("-I")))?;
+    add_guard(None)
+}
+
+/// The nftables table of the host's guard (see [`add_guard`]).
+pub const GUARD_TABLE: &str = "weft-e2e-guard";
+
+/// The host's guard: traffic for the pod network or the Service range never leaves the
+/// machine by its default route, whatever the state of the cluster.
+/// * Pod CIDR: an `unreachable` route for the whole cluster CIDR. The nodes' pod CIDRs
+///   (routes weft's agent on the control-plane node writes) are more specific; an
+///   address in no node's CIDR gets "no route to host" instead of the default gateway.
+/// * Service CIDR: a route would break the host's own connections to ClusterIPs (the
+///   route lookup happens before kube-proxy's DNAT), so it is a rule: after NAT, a packet
+///   still addressed to the Service range was not translated and is dropped, counted
+///   (`nft list table inet weft-e2e-guard`).
+///
+/// `netns`: a named network namespace instead of the host's (tests).
+pub fn add_guard(netns: Option<&str>) -> Result<()> {
+    let ns_args: Vec<&str> = netns.map(|n| vec!["-n", n]).unwrap_or_default();
+    let mut route = ns_args.clone();
+    route.extend(["route", "replace", "unreachable", CLUSTER_CIDR]);
+    ip(&route)?;
+    let script = format!(
+        "table inet {GUARD_TABLE} {{\n\
+         \tchain leak {{\n\
+         \t\ttype filter hook postrouting priority 200; policy accept;\n\
+         \t\toifname \"lo\" accept\n\
+         \t\tip daddr {SERVICE_CIDR} counter drop comment \"untranslated Service traffic\"\n\
+         \t}}\n\
+         }}\n"
+    );
+    let mut nft = match netns {
+        Some(n) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", n, "nft"]);
+            c
+        }
+        None => Command::new("nft"),
+    };
+    let mut child = nft
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("run nft")?;
+    std::io::Write::write_all(
+        &mut child.stdin.take().context("nft stdin")?,
+        script.as_bytes(),
+    )?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("nft -f (guard table {GUARD_TABLE}) failed: {status}");
+    }
     Ok(())
+}
+
+/// Removes the guard (`down`); each part may already be gone.
+pub fn remove_guard() {
+    let _ = Command::new("nft")
+        .args(["delete", "table", "inet", GUARD_TABLE])
+        .output();
+    let _ = Command::new("ip")
+        .args(["route", "del", "unreachable", CLUSTER_CIDR])
+        .output();
 }
 
 /// The host FORWARD rule for the underlay bridge, for `-I` (insert) or `-D` (delete).
@@ -78,8 +140,12 @@ pub fn forward_rule(op: &str) -> Vec<String> {
     v
 }
 
-/// Network namespace, veth to the underlay, sysctls.
+/// Network namespace, veth to the underlay, sysctls (a worker node's; the control-plane
+/// node is the host's own).
 pub fn create_netns(node: &NodeSpec) -> Result<()> {
+    let Some(netns) = node.netns_path() else {
+        return Ok(());
+    };
     let ns = node.name.as_str();
     ip(&["netns", "add", ns])?;
     let veth = node.veth();
@@ -110,7 +176,7 @@ pub fn create_netns(node: &NodeSpec) -> Result<()> {
         &HOST_IP.to_string(),
     ])?;
     run(Command::new("nsenter")
-        .arg(format!("--net={}", node.netns_path().display()))
+        .arg(format!("--net={}", netns.display()))
         .args([
             "sysctl",
             "-qw",
@@ -246,6 +312,13 @@ fn kubelet_config(node: &NodeSpec) -> serde_json::Value {
         // Nothing can be pulled: never garbage-collect the imported images, and keep
         // disk-pressure eviction out of the way of a busy build machine.
         "imageGCHighThresholdPercent": 100,
+        // kubeadm's control-plane taint: only what tolerates it (weft's DaemonSet) runs
+        // there.
+        "registerWithTaints": if node.control_plane {
+            serde_json::json!([{"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"}])
+        } else {
+            serde_json::json!([])
+        },
         "imageGCLowThresholdPercent": 99,
         "evictionHard": {
             "memory.available": "100Mi",
@@ -268,6 +341,13 @@ fn kube_proxy_config(node: &NodeSpec, kubeconfig: &Path) -> serde_json::Value {
         "metricsBindAddress": "127.0.0.1:10249",
         // Leave the host-wide conntrack table size alone.
         "conntrack": {"maxPerCore": 0, "min": 0},
+        // On the control-plane node (the host's netns) NodePorts must not open on the
+        // machine's real interfaces: the underlay address only.
+        "nodePortAddresses": if node.control_plane {
+            serde_json::json!([format!("{}/32", node.ip)])
+        } else {
+            serde_json::Value::Null
+        },
     })
 }
 

@@ -114,11 +114,14 @@ pub fn stop(layout: &Layout, name: &str, grace: Duration) {
     let _ = std::fs::remove_file(layout.pids().join(format!("{name}.pid")));
 }
 
-/// A command run inside a node's network and mount namespaces.
+/// A command run inside a node's network and mount namespaces (the control-plane node's
+/// network namespace is the host's own).
 pub fn in_node(node: &super::NodeSpec, prog: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", node.netns_path().display()))
-        .arg(format!("--mount={}", node.mntns_path().display()))
+    if let Some(net) = node.netns_path() {
+        c.arg(format!("--net={}", net.display()));
+    }
+    c.arg(format!("--mount={}", node.mntns_path().display()))
         .arg("--")
         .arg(prog);
     c

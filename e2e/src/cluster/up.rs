@@ -116,7 +116,10 @@ fn up(opts: &Options) -> Result<()> {
     }
     let runtime = Containerd::find()?;
     std::fs::create_dir_all(&layout.dir)?;
-    let nodes: Vec<NodeSpec> = (1..=opts.nodes).map(NodeSpec::new).collect();
+    // The control-plane node first: the host, on the pod network like the workers.
+    let nodes: Vec<NodeSpec> = std::iter::once(NodeSpec::control_plane())
+        .chain((1..=opts.nodes).map(NodeSpec::new))
+        .collect();
     save_sysctls(&layout)?;
 
     // Images build on other threads while the control plane and nodes come up.
@@ -192,6 +195,8 @@ fn up(opts: &Options) -> Result<()> {
         node::start_kube_proxy(&layout, n)?;
     }
     rt.block_on(wait_nodes(&layout, &nodes, false, opts.timeout))?;
+    // A kubelet may not set node-role labels on its own Node; kubeadm sets this one too.
+    rt.block_on(label_control_plane(&layout))?;
     tracing::info!(
         secs = started.elapsed().as_secs_f64(),
         "nodes registered (NotReady until weft runs)"
@@ -215,9 +220,10 @@ fn up(opts: &Options) -> Result<()> {
         .context("kubectl apply (CoreDNS)")?;
     }
     println!(
-        "cluster up in {:.1} s ({} nodes)\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\nlogs: {}\nremove with: weft-e2e down",
+        "cluster up in {:.1} s ({} nodes: the control plane and {} workers)\n  export KUBECONFIG={}\n  kubectl get nodes -o wide\nlogs: {}\nremove with: weft-e2e down",
         started.elapsed().as_secs_f64(),
         nodes.len(),
+        nodes.len() - 1,
         layout.admin_kubeconfig().display(),
         layout.logs().display()
     );
@@ -281,6 +287,20 @@ fn helm_install(layout: &Layout, chart: &std::path::Path, image: &str) -> Result
         .arg(format!("--set-string=image.repository={name}"))
         .arg(format!("--set-string=image.tag={tag}")))
     .context("helm install (weft)")?;
+    Ok(())
+}
+
+async fn label_control_plane(layout: &Layout) -> Result<()> {
+    let client = client_from(&layout.admin_kubeconfig()).await?;
+    let api: Api<Node> = Api::all(client);
+    let patch = serde_json::json!({"metadata": {"labels": {super::CONTROL_PLANE_ROLE: ""}}});
+    api.patch(
+        super::CONTROL_PLANE,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .with_context(|| format!("label node {}", super::CONTROL_PLANE))?;
     Ok(())
 }
 
