@@ -12,6 +12,7 @@ pub mod kernel_watch;
 pub mod metrics;
 pub mod nodes;
 pub mod peers;
+pub mod policy;
 pub mod publish;
 pub mod reconcile;
 pub mod run;
