@@ -5,18 +5,23 @@
 //!   [`selector`]: label selectors.
 //! * [`compile`]: policies + pods + namespaces -> [`rules::RuleModel`], the desired state
 //!   of this node (isolation, per-policy membership, per-rule element sets).
-//! * rendering to nftables follows.
+//! * [`render`]: the model -> [`render::Ruleset`], the `inet weft-policy` table as sets and
+//!   chains, and the `nft -f` script that installs it; [`diff`]: two rulesets -> the
+//!   element and chain changes between them, one transaction.
 
 pub mod compile;
+pub mod diff;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod model;
 pub mod ranges;
+pub mod render;
 pub mod rules;
 pub mod selector;
 
 pub use compile::compile;
 pub use error::{Effect, PolicyError, Problem};
 pub use model::{Direction, NamedPort, NamespaceInfo, PodInfo, PolicyKey, Protocol};
+pub use render::Ruleset;
 pub use rules::RuleModel;
