@@ -124,24 +124,28 @@ fn control_plane_on_pod_network(kubeconfig: &str) {
         );
     }
 
-    // The host reaches a pod directly: CoreDNS's TCP port, once it runs.
+    // The host reaches a pod on a worker directly, over the overlay: a probe pod (it
+    // serves TCP on 7000) pinned to the first worker.
+    let overrides = r#"{"spec":{"nodeName":"weft-e2e-1"}}"#;
+    kubectl(
+        kubeconfig,
+        &[
+            "run",
+            "host-reach",
+            &format!("--image={}", weft_e2e::cluster::PROBE_IMAGE),
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            &format!("--overrides={overrides}"),
+        ],
+    );
     let deadline = Instant::now() + std::time::Duration::from_secs(120);
     let ip = loop {
         let ip = kubectl(
             kubeconfig,
-            &[
-                "-n",
-                "kube-system",
-                "get",
-                "pods",
-                "-l",
-                "k8s-app=kube-dns",
-                "-o",
-                "jsonpath={.items[0].status.podIP}",
-            ],
+            &["get", "pod", "host-reach", "-o", "jsonpath={.status.podIP}"],
         );
         if let Ok(ip) = ip.trim().parse::<std::net::IpAddr>() {
-            let addr = std::net::SocketAddr::new(ip, 53);
+            let addr = std::net::SocketAddr::new(ip, 7000);
             if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
                 .is_ok()
             {
@@ -150,11 +154,24 @@ fn control_plane_on_pod_network(kubeconfig: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "the host cannot reach CoreDNS's pod IP {ip:?}"
+            "the host cannot reach the probe pod's IP {ip:?} on weft-e2e-1"
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
-    eprintln!("host -> pod {ip}:53 connected");
+    let route = Command::new("ip")
+        .args(["route", "get", &ip.to_string()])
+        .output()
+        .expect("ip route get");
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("dev weft.1"),
+        "host -> {ip} over the overlay: {route}"
+    );
+    eprintln!(
+        "host -> pod {ip}:7000 on weft-e2e-1 connected: {}",
+        route.trim()
+    );
+    kubectl(kubeconfig, &["delete", "pod", "host-reach", "--wait=false"]);
 
     let unreachable = Command::new("ip")
         .args(["route", "show", "type", "unreachable"])

@@ -129,8 +129,9 @@ pub fn discover_nodes(layout: &Layout) -> Vec<NodeSpec> {
 
 /// What the control-plane node's daemons left in the host's network namespace, which
 /// `down` cannot simply delete: the devices weft's agent made there (marked with its
-/// alias), weft's routes (protocol 87), the agent's and kube-proxy's nftables tables, and
-/// weft's iptables FORWARD accepts. Only names weft and kube-proxy own are touched.
+/// alias), weft's routes (protocol 87), the agent's and kube-proxy's nftables tables,
+/// weft's iptables FORWARD accepts and the kubelet's empty marker chains. Only names weft,
+/// kube-proxy and the kubelet own are touched.
 fn clean_host_network() {
     if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
         for e in rd.flatten() {
@@ -156,6 +157,12 @@ fn clean_host_network() {
             .output();
     }
     for tool in ["iptables", "ip6tables"] {
+        // The kubelet's marker chains (empty; it makes them in every table it checks).
+        for table in ["mangle", "nat", "filter"] {
+            for chain in ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"] {
+                let _ = Command::new(tool).args(["-t", table, "-X", chain]).output();
+            }
+        }
         let Ok(out) = Command::new(tool).args(["-S", "FORWARD"]).output() else {
             continue;
         };

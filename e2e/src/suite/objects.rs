@@ -12,7 +12,8 @@ use serde_json::json;
 use super::{Ctx, NodeInfo, PodInfo, HOST_PORT, HOST_PROBE_PORT, NAMESPACE, PROBE_PORT};
 use crate::cluster::PROBE_IMAGE;
 
-/// Nodes a pod may run on (not cordoned), sorted by name, with their InternalIP.
+/// Nodes a workload may run on (not cordoned, no NoSchedule/NoExecute taint such as a
+/// control-plane node's), sorted by name, with their InternalIP.
 pub async fn schedulable_nodes(client: &kube::Client) -> Result<Vec<NodeInfo>> {
     let api: Api<Node> = Api::all(client.clone());
     let mut nodes: Vec<NodeInfo> = api
@@ -25,6 +26,12 @@ pub async fn schedulable_nodes(client: &kube::Client) -> Result<Vec<NodeInfo>> {
                 .as_ref()
                 .and_then(|s| s.unschedulable)
                 .unwrap_or(false)
+        })
+        .filter(|n| {
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.taints.as_ref())
+                .is_some_and(|t| t.iter().any(|t| t.effect != "PreferNoSchedule"))
         })
         .filter_map(|n| {
             Some(NodeInfo {
