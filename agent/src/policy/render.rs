@@ -7,14 +7,16 @@
 //! directions live on `forward`, in two base chains: `egress` (source a local isolated
 //! pod) and `ingress` (destination a local isolated pod). An accept ends only its own
 //! base chain, so a packet between two local pods must pass both. Traffic a pod sends to
-//! its own node takes `input`, and the node's own traffic to its pods takes `output`:
-//! neither is ever filtered here, as the API requires for kubelet probes.
+//! its own node takes `input`, and the node's own traffic to its pods (kubelet probes)
+//! takes `output`: neither is ever filtered here, as the API requires, with no rule for
+//! it. An accept of forwarded packets by the node's addresses as source was left out on
+//! purpose: no packet of the node's own crosses `forward` (the netns test shows the node
+//! reaching a port every pod is denied, with no such rule), so it would only let a pod
+//! that forges the gateway's address past every ingress policy.
 //!
 //! Each base chain accepts conntrack's established and related packets first (the
 //! replies of allowed connections, and their ICMP errors) and IPv6 neighbour discovery
-//! (bridged between pods, never tracked). `ingress` then accepts sources in `node4` /
-//! `node6` (the node's and bridge gateways' addresses), which covers the host's packets
-//! that do cross `forward` on some setups. Then one dispatch rule per policy and family,
+//! (bridged between pods, never tracked). Then one dispatch rule per policy and family,
 //! `ip daddr @in.<policy>.targets4 jump in.<policy>` (`saddr` and `eg.` for egress);
 //! the policy's chain accepts what one of its rules allows, and a packet none accepts
 //! falls through to the drop for isolated pods, counted per direction.
@@ -32,7 +34,6 @@
 //! change into element changes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::model::Direction;
@@ -48,8 +49,6 @@ pub const PRIORITY_EGRESS: i32 = 10;
 pub const PRIORITY_INGRESS: i32 = 11;
 pub const COUNTER_INGRESS: &str = "ingress_dropped";
 pub const COUNTER_EGRESS: &str = "egress_dropped";
-pub const SET_NODE_V4: &str = "node4";
-pub const SET_NODE_V6: &str = "node6";
 /// Elements per `add element` command, to keep lines of a large script readable.
 const ELEMENTS_PER_COMMAND: usize = 500;
 
@@ -180,21 +179,9 @@ fn comment(text: &str) -> String {
 }
 
 impl Ruleset {
-    /// The table for `model`; `node_addrs` are the node's own addresses (underlay and
-    /// bridge gateways), whose traffic to pods always passes.
-    pub fn build(model: &RuleModel, node_addrs: &[IpAddr]) -> Ruleset {
+    /// The table for `model`.
+    pub fn build(model: &RuleModel) -> Ruleset {
         let mut rs = Ruleset::default();
-        for v6 in [false, true] {
-            let name = if v6 { SET_NODE_V6 } else { SET_NODE_V4 };
-            rs.add_set(
-                name,
-                SetKind::Addr {
-                    v6,
-                    interval: false,
-                },
-                addrs(node_addrs, v6),
-            );
-        }
         for direction in Direction::BOTH {
             rs.add_base_chain(model, direction);
         }
@@ -219,10 +206,6 @@ impl Ruleset {
             Direction::Egress => (CHAIN_EGRESS, PRIORITY_EGRESS, COUNTER_EGRESS, "saddr"),
         };
         let mut rules: Vec<String> = ALWAYS_ACCEPTED.iter().map(|r| r.to_string()).collect();
-        if direction == Direction::Ingress {
-            rules.push(format!("ip saddr @{SET_NODE_V4} accept"));
-            rules.push(format!("ip6 saddr @{SET_NODE_V6} accept"));
-        }
         for ((_, d), policy) in &model.policies {
             if *d != direction || policy.rules.is_empty() {
                 continue;
@@ -336,27 +319,6 @@ impl Ruleset {
         };
         self.chains.insert(chain, chain_def);
     }
-
-    /// The script that replaces the table with this one in one transaction.
-    pub fn script(&self) -> String {
-        let mut s = String::new();
-        for verb in ["add", "delete", "add"] {
-            let _ = writeln!(s, "{verb} table {FAMILY} {TABLE}");
-        }
-        for counter in [COUNTER_INGRESS, COUNTER_EGRESS] {
-            let _ = writeln!(s, "add counter {FAMILY} {TABLE} {counter}");
-        }
-        for (name, set) in &self.sets {
-            write_add_set(&mut s, name, set);
-        }
-        for (name, chain) in &self.chains {
-            write_add_chain(&mut s, name, chain);
-        }
-        for (name, chain) in &self.chains {
-            write_rules(&mut s, name, &chain.rules);
-        }
-        s
-    }
 }
 
 pub(super) fn chain_name(direction: Direction, id: &str) -> String {
@@ -367,43 +329,9 @@ pub(super) fn isolated_set(direction: Direction, v6: bool) -> String {
     format!("isolated.{}{}", direction.short(), if v6 { 6 } else { 4 })
 }
 
-pub(super) fn write_elements<'a>(
-    s: &mut String,
-    verb: &str,
-    set: &str,
-    elements: impl IntoIterator<Item = &'a String>,
-) {
-    let elements: Vec<&String> = elements.into_iter().collect();
-    for chunk in elements.chunks(ELEMENTS_PER_COMMAND) {
-        let list = chunk
-            .iter()
-            .map(|e| e.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(s, "{verb} element {FAMILY} {TABLE} {set} {{ {list} }}");
-    }
-}
+mod script;
 
-pub(super) fn write_add_set(s: &mut String, name: &str, set: &Set) {
-    let decl = set.kind.declaration();
-    let _ = writeln!(s, "add set {FAMILY} {TABLE} {name} {{ {decl} }}");
-    write_elements(s, "add", name, &set.elements);
-}
-
-pub(super) fn write_add_chain(s: &mut String, name: &str, chain: &Chain) {
-    let body = match (chain.forward_priority, &chain.comment) {
-        (Some(p), _) => format!(" {{ type filter hook forward priority {p}; policy accept; }}"),
-        (None, Some(c)) => format!(" {{ comment \"{c}\"; }}"),
-        (None, None) => String::new(),
-    };
-    let _ = writeln!(s, "add chain {FAMILY} {TABLE} {name}{body}");
-}
-
-pub(super) fn write_rules(s: &mut String, chain: &str, rules: &[String]) {
-    for r in rules {
-        let _ = writeln!(s, "add rule {FAMILY} {TABLE} {chain} {r}");
-    }
-}
+pub(super) use script::{write_add_chain, write_add_set, write_elements, write_rules};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@ use serde_json::json;
 use super::*;
 use crate::policy::compile;
 use crate::policy::diff::{diff, Update};
-use crate::policy::fixtures::{ip, ns, pod, policy};
+use crate::policy::fixtures::{ns, pod, policy};
 use crate::policy::model::{NamedPort, PodInfo, Protocol};
 
 const NODE: &str = "n1";
@@ -33,17 +33,13 @@ fn pods() -> Vec<PodInfo> {
     ]
 }
 
-fn node_addrs() -> Vec<IpAddr> {
-    vec![ip("192.168.77.1"), ip("10.244.1.1"), ip("fd00:1::1")]
-}
-
 fn build(
     policies: &[k8s_openapi::api::networking::v1::NetworkPolicy],
     pods: &[PodInfo],
 ) -> Ruleset {
     let model = compile(policies, pods, &[ns("default", &[])], NODE);
     assert!(model.problems.is_empty(), "{:?}", model.problems);
-    Ruleset::build(&model, &node_addrs())
+    Ruleset::build(&model)
 }
 
 fn docs_policy() -> k8s_openapi::api::networking::v1::NetworkPolicy {
@@ -106,10 +102,6 @@ add set inet weft-policy isolated.in4 { type ipv4_addr; }
 add element inet weft-policy isolated.in4 { 10.244.1.10 }
 add set inet weft-policy isolated.in6 { type ipv6_addr; }
 add element inet weft-policy isolated.in6 { fd00:1::10 }
-add set inet weft-policy node4 { type ipv4_addr; }
-add element inet weft-policy node4 { 10.244.1.1, 192.168.77.1 }
-add set inet weft-policy node6 { type ipv6_addr; }
-add element inet weft-policy node6 { fd00:1::1 }
 add chain inet weft-policy eg.default.test-network-policy { comment "default/test-network-policy egress"; }
 add chain inet weft-policy egress { type filter hook forward priority 10; policy accept; }
 add chain inet weft-policy in.default.test-network-policy { comment "default/test-network-policy ingress"; }
@@ -128,8 +120,6 @@ add rule inet weft-policy in.default.test-network-policy ip saddr @in.default.te
 add rule inet weft-policy in.default.test-network-policy ip6 saddr @in.default.test-network-policy.0.peers6 ip6 daddr . meta l4proto . th dport @in.default.test-network-policy.0.named6 accept
 add rule inet weft-policy ingress ct state established,related accept
 add rule inet weft-policy ingress icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
-add rule inet weft-policy ingress ip saddr @node4 accept
-add rule inet weft-policy ingress ip6 saddr @node6 accept
 add rule inet weft-policy ingress ip daddr @in.default.test-network-policy.targets4 jump in.default.test-network-policy
 add rule inet weft-policy ingress ip6 daddr @in.default.test-network-policy.targets6 jump in.default.test-network-policy
 add rule inet weft-policy ingress ip daddr @isolated.in4 counter name ingress_dropped drop
