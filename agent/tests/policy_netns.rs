@@ -1,0 +1,502 @@
+//! NetworkPolicy in the real kernel: policies compiled and rendered by
+//! `weft_agent::policy`, loaded with `nft -f` into a "node" network namespace, checked by
+//! real TCP and UDP connections over IPv4 and IPv6.
+//!
+//! The node has the bridge `weft0` with two pods on it (bridged traffic, br_netfilter
+//! on) and a third pod behind a routed link, standing for a pod on another node (as
+//! after VXLAN decapsulation). Each pod serves TCP 80 and 81 and UDP 53, answering every
+//! request, so an allowed probe also proves that its replies pass. After the full load,
+//! two incremental updates (a pod relabelled out of a policy; a namespace relabelled out
+//! of a peer) are applied as `diff` transactions, and each is checked against the table
+//! a full load of the same state gives.
+
+mod datapath_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use datapath_support::{in_netns, ip, must, NetnsGuard};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde_json::{json, Value};
+use weft_agent::policy::diff::{diff, Update};
+use weft_agent::policy::{compile, NamedPort, NamespaceInfo, PodInfo, Protocol, Ruleset};
+
+const NODE: &str = "n1";
+/// How long a probe waits for its answer; denied probes take this long.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum L4 {
+    Tcp,
+    Udp,
+}
+
+const SERVICES: [(L4, u16); 3] = [(L4::Tcp, 80), (L4::Tcp, 81), (L4::Udp, 53)];
+
+/// A pod (or the node) as a probe sees it.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    name: &'static str,
+    netns: String,
+    v4: IpAddr,
+    v6: IpAddr,
+}
+
+struct Topology {
+    _guard: NetnsGuard,
+    node: Endpoint,
+    pa: Endpoint,
+    pb: Endpoint,
+    rc: Endpoint,
+    /// A spare namespace where full loads are compared with incremental ones.
+    scratch: String,
+}
+
+fn sysctl(ns: &str, settings: &[&str]) {
+    let mut args = vec!["ip", "netns", "exec", ns, "sysctl", "-qw"];
+    args.extend(settings);
+    must(&args);
+}
+
+fn endpoint(name: &'static str, netns: &str, v4: &str, v6: &str) -> Endpoint {
+    Endpoint {
+        name,
+        netns: netns.into(),
+        v4: v4.parse().unwrap(),
+        v6: v6.parse().unwrap(),
+    }
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let id = std::process::id();
+        let mut guard = NetnsGuard::default();
+        let node = guard.add(format!("wp-node-{id}"));
+        let pa = guard.add(format!("wp-pa-{id}"));
+        let pb = guard.add(format!("wp-pb-{id}"));
+        let rc = guard.add(format!("wp-rc-{id}"));
+        let scratch = guard.add(format!("wp-chk-{id}"));
+        sysctl(
+            &node,
+            &[
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.bridge.bridge-nf-call-iptables=1",
+                "net.bridge.bridge-nf-call-ip6tables=1",
+            ],
+        );
+        ip(&node, "link add weft0 type bridge");
+        ip(&node, "addr add 10.244.1.1/24 dev weft0");
+        ip(&node, "addr add fd00:10:244:1::1/64 dev weft0 nodad");
+        ip(&node, "link set weft0 up");
+        for (pod, last) in [(&pa, 2), (&pb, 3)] {
+            let host = format!("v{last}");
+            ip(
+                &node,
+                &format!("link add {host} type veth peer name eth0 netns {pod}"),
+            );
+            ip(&node, &format!("link set {host} master weft0 up"));
+            ip(pod, &format!("addr add 10.244.1.{last}/24 dev eth0"));
+            ip(
+                pod,
+                &format!("addr add fd00:10:244:1::{last}/64 dev eth0 nodad"),
+            );
+            ip(pod, "link set eth0 up");
+            ip(pod, "route add default via 10.244.1.1");
+            ip(pod, "-6 route add default via fd00:10:244:1::1");
+        }
+        // The "remote" pod: routed through a transit link, its pod addresses on top.
+        ip(
+            &node,
+            &format!("link add vr type veth peer name eth0 netns {rc}"),
+        );
+        ip(&node, "addr add 192.168.99.1/24 dev vr");
+        ip(&node, "addr add fd99::1/64 dev vr nodad");
+        ip(&node, "link set vr up");
+        ip(&rc, "addr add 192.168.99.2/24 dev eth0");
+        ip(&rc, "addr add fd99::2/64 dev eth0 nodad");
+        ip(&rc, "addr add 10.244.2.10/32 dev eth0");
+        ip(&rc, "addr add fd00:10:244:2::10/128 dev eth0 nodad");
+        ip(&rc, "link set eth0 up");
+        ip(&rc, "route add default via 192.168.99.1 src 10.244.2.10");
+        ip(
+            &rc,
+            "-6 route add default via fd99::1 src fd00:10:244:2::10",
+        );
+        ip(&node, "route add 10.244.2.0/24 via 192.168.99.2");
+        ip(&node, "-6 route add fd00:10:244:2::/64 via fd99::2");
+        let t = Topology {
+            node: endpoint("node", &node, "10.244.1.1", "fd00:10:244:1::1"),
+            pa: endpoint("pa", &pa, "10.244.1.2", "fd00:10:244:1::2"),
+            pb: endpoint("pb", &pb, "10.244.1.3", "fd00:10:244:1::3"),
+            rc: endpoint("rc", &rc, "10.244.2.10", "fd00:10:244:2::10"),
+            scratch,
+            _guard: guard,
+        };
+        for pod in [&t.pa, &t.pb, &t.rc] {
+            serve(&pod.netns);
+        }
+        t
+    }
+}
+
+/// Answers every TCP connection on 80 and 81 and every UDP datagram on 53, both families,
+/// for as long as the test process lives.
+fn serve(netns: &str) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    in_netns(netns, move || {
+        for port in [80, 81] {
+            let l = TcpListener::bind(("::", port)).unwrap();
+            std::thread::spawn(move || {
+                for conn in l.incoming().flatten() {
+                    std::thread::spawn(move || {
+                        let mut conn = conn;
+                        conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                        let mut b = [0u8; 1];
+                        if conn.read_exact(&mut b).is_ok() {
+                            let _ = conn.write_all(b"y");
+                        }
+                    });
+                }
+            });
+        }
+        let u = UdpSocket::bind(("::", 53)).unwrap();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 16];
+            while let Ok((_, from)) = u.recv_from(&mut b) {
+                let _ = u.send_to(b"y", from);
+            }
+        });
+        ready_tx.send(()).unwrap();
+    });
+    ready_rx.recv().unwrap();
+}
+
+/// One request from `netns` to `to`; true when the answer came back.
+fn probe(netns: &str, to: SocketAddr, l4: L4) -> bool {
+    in_netns(netns, move || match l4 {
+        L4::Tcp => {
+            let Ok(mut s) = TcpStream::connect_timeout(&to, PROBE_TIMEOUT) else {
+                return false;
+            };
+            s.set_read_timeout(Some(PROBE_TIMEOUT)).unwrap();
+            let mut b = [0u8; 1];
+            s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok()
+        }
+        L4::Udp => {
+            let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let s = UdpSocket::bind(any).unwrap();
+            s.set_read_timeout(Some(PROBE_TIMEOUT)).unwrap();
+            let mut b = [0u8; 16];
+            s.send_to(b"x", to).is_ok() && s.recv_from(&mut b).is_ok()
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+type Expect<'a> = &'a dyn Fn(&str, &str, L4, u16) -> bool;
+
+/// Probes every client -> server pair on every service and family at once; panics with
+/// the whole list of differences. An allowed probe that failed is tried twice more
+/// (a first packet can wait for neighbour discovery); a denied one that passed is not.
+fn check_matrix(t: &Topology, step: &str, expect: Expect<'_>) {
+    let clients = [&t.pa, &t.pb, &t.rc, &t.node];
+    let servers = [&t.pa, &t.pb, &t.rc];
+    let mut probes = Vec::new();
+    for c in clients {
+        for s in servers {
+            if c.name == s.name {
+                continue;
+            }
+            for (l4, port) in SERVICES {
+                for dst in [s.v4, s.v6] {
+                    let want = expect(c.name, s.name, l4, port);
+                    let netns = c.netns.clone();
+                    let to = SocketAddr::new(dst, port);
+                    let label = format!("{} -> {} {l4:?}/{port} {dst}", c.name, s.name);
+                    let h = std::thread::spawn(move || {
+                        let mut got = probe(&netns, to, l4);
+                        for _ in 0..2 {
+                            if got || !want {
+                                break;
+                            }
+                            got = probe(&netns, to, l4);
+                        }
+                        got
+                    });
+                    probes.push((label, want, h));
+                }
+            }
+        }
+    }
+    let wrong: Vec<String> = probes
+        .into_iter()
+        .filter_map(|(label, want, h)| {
+            let got = h.join().unwrap();
+            (got != want).then(|| format!("{label}: want {want}, got {got}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{step}:\n{}", wrong.join("\n"));
+}
+
+fn nft_load(netns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -f failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn apply_diff(netns: &str, applied: &Ruleset, desired: &Ruleset) -> String {
+    match diff(applied, desired) {
+        Update::Incremental(script) => {
+            nft_load(netns, &script);
+            script
+        }
+        other => panic!("not an incremental update: {other:?}"),
+    }
+}
+
+/// The table as the kernel holds it, without handles and counter values: sets by name
+/// with their elements (order-free), chains by name with their rules.
+fn table_state(
+    netns: &str,
+) -> (
+    BTreeMap<String, BTreeSet<String>>,
+    BTreeMap<String, Vec<String>>,
+) {
+    let out = must(&[
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "nft",
+        "-j",
+        "list",
+        "table",
+        "inet",
+        "weft-policy",
+    ]);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let mut sets = BTreeMap::new();
+    let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in doc["nftables"].as_array().unwrap() {
+        if let Some(set) = item.get("set") {
+            let elements = set["elem"]
+                .as_array()
+                .map(|e| e.iter().map(Value::to_string).collect())
+                .unwrap_or_default();
+            let mut head = set.clone();
+            head.as_object_mut().unwrap().remove("elem");
+            head.as_object_mut().unwrap().remove("handle");
+            sets.insert(head.to_string(), elements);
+        } else if let Some(chain) = item.get("chain") {
+            chains.entry(chain["name"].to_string()).or_default();
+        } else if let Some(rule) = item.get("rule") {
+            let name = rule["chain"].to_string();
+            chains
+                .entry(name)
+                .or_default()
+                .push(rule["expr"].to_string());
+        }
+    }
+    (sets, chains)
+}
+
+/// What a full load of `desired` gives must be what the incremental path gave.
+fn assert_same_as_full_load(t: &Topology, desired: &Ruleset) {
+    nft_load(&t.scratch, &desired.script());
+    assert_eq!(table_state(&t.node.netns), table_state(&t.scratch));
+}
+
+fn counter(netns: &str, name: &str) -> u64 {
+    let out = must(&[
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "nft",
+        "-j",
+        "list",
+        "counter",
+        "inet",
+        "weft-policy",
+        name,
+    ]);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|i| i["counter"]["packets"].as_u64())
+        .unwrap()
+}
+
+fn pod(ns: &str, name: &str, node: &str, app: &str, e: &Endpoint) -> PodInfo {
+    PodInfo {
+        namespace: ns.into(),
+        name: name.into(),
+        labels: [("app".to_string(), app.to_string())].into(),
+        ips: vec![e.v4, e.v6],
+        node: node.into(),
+        host_network: false,
+        named_ports: Vec::new(),
+    }
+}
+
+fn policy(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+/// * alpha/a: pa takes TCP "web" (its port 80) and UDP 53 from namespaces labelled
+///   team=beta only, and sends nothing (replies aside).
+/// * beta/b: pb sends TCP 80-81 and UDP 53 to the pod network except the remote
+///   node's subnet, both families.
+fn policies() -> Vec<NetworkPolicy> {
+    vec![
+        policy(
+            "alpha",
+            "a",
+            json!({
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{
+                    "from": [{"namespaceSelector": {"matchLabels": {"team": "beta"}}}],
+                    "ports": [{"port": "web"}, {"protocol": "UDP", "port": 53}],
+                }],
+            }),
+        ),
+        policy(
+            "beta",
+            "b",
+            json!({
+                "podSelector": {"matchLabels": {"app": "b"}},
+                "policyTypes": ["Egress"],
+                "egress": [{
+                    "to": [
+                        {"ipBlock": {"cidr": "10.244.0.0/16", "except": ["10.244.2.0/24"]}},
+                        {"ipBlock": {"cidr": "fd00:10:244::/48", "except": ["fd00:10:244:2::/64"]}},
+                    ],
+                    "ports": [{"port": 80, "endPort": 81}, {"protocol": "UDP", "port": 53}],
+                }],
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn policies_hold_in_the_kernel_and_incremental_updates_take_effect() {
+    if !weft_common::require_root("policies_hold_in_the_kernel_and_incremental_updates_take_effect")
+    {
+        return;
+    }
+    let t = Topology::new();
+    check_matrix(&t, "no policy", &|_, _, _, _| true);
+
+    let mut pa = pod("alpha", "pa", NODE, "a", &t.pa);
+    pa.named_ports = vec![NamedPort {
+        name: "web".into(),
+        protocol: Protocol::Tcp,
+        port: 80,
+    }];
+    let mut pods = vec![
+        pa,
+        pod("beta", "pb", NODE, "b", &t.pb),
+        pod("remote", "rc", "n2", "r", &t.rc),
+    ];
+    let ns = |name: &str, labels: &[(&str, &str)]| NamespaceInfo {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut namespaces = vec![
+        ns("alpha", &[]),
+        ns("beta", &[("team", "beta")]),
+        ns("remote", &[]),
+    ];
+    let policies = policies();
+    let build = |pods: &[PodInfo], namespaces: &[NamespaceInfo]| {
+        let model = compile(&policies, pods, namespaces, NODE);
+        assert!(model.problems.is_empty(), "{:?}", model.problems);
+        Ruleset::build(&model)
+    };
+
+    // Loaded over an existing table, the full script replaces it.
+    nft_load(&t.node.netns, &Ruleset::default().script());
+    let r1 = build(&pods, &namespaces);
+    nft_load(&t.node.netns, &r1.script());
+    // The node's own connections (kubelet probes) take the output path and never meet
+    // these chains: the node reaches pa even on 81, which no pod may use.
+    let first = |c: &str, s: &str, l4: L4, port: u16| match (c, s) {
+        ("node", _) => true,
+        ("pb", "pa") => l4 == L4::Udp || port == 80,
+        ("pa", _) => false,
+        ("pb", "rc") => false,
+        (_, "pa") => false,
+        _ => true,
+    };
+    check_matrix(&t, "policies a and b", &first);
+    let (in_drops, eg_drops) = (
+        counter(&t.node.netns, "ingress_dropped"),
+        counter(&t.node.netns, "egress_dropped"),
+    );
+    assert!(
+        in_drops > 0 && eg_drops > 0,
+        "drops {in_drops} in, {eg_drops} out"
+    );
+
+    // pb relabelled out of policy b: b selects no pod here any more, pb sends freely.
+    pods[1].labels.insert("app".into(), "c".into());
+    let r2 = build(&pods, &namespaces);
+    let script = apply_diff(&t.node.netns, &r1, &r2);
+    assert!(
+        script.contains("delete chain inet weft-policy eg.beta.b"),
+        "{script}"
+    );
+    assert_same_as_full_load(&t, &r2);
+    let second = |c: &str, s: &str, l4: L4, port: u16| match (c, s) {
+        ("pb", "rc") => true,
+        _ => first(c, s, l4, port),
+    };
+    check_matrix(&t, "pb relabelled out of b", &second);
+
+    // beta loses team=beta: pb is no longer a peer of a; element changes only.
+    namespaces[1].labels.clear();
+    let r3 = build(&pods, &namespaces);
+    let script = apply_diff(&t.node.netns, &r2, &r3);
+    assert!(
+        script.lines().all(|l| l.contains(" element ")),
+        "only element changes:\n{script}"
+    );
+    assert_same_as_full_load(&t, &r3);
+    let third = |c: &str, s: &str, l4: L4, port: u16| match (c, s) {
+        ("pb", "pa") => false,
+        _ => second(c, s, l4, port),
+    };
+    check_matrix(&t, "namespace beta relabelled", &third);
+}
