@@ -500,3 +500,110 @@ fn policies_hold_in_the_kernel_and_incremental_updates_take_effect() {
     };
     check_matrix(&t, "namespace beta relabelled", &third);
 }
+
+/// What the renderer writes at the edges, loaded into a real kernel: whole address
+/// families with exceptions at their ends, SCTP and protocol-only ports, named ports of
+/// both families, a hashed policy id, sets of more than one command's worth of
+/// elements; then half the peers gone, as one diff, equal to a full load.
+#[test]
+fn edge_cases_load_and_diff() {
+    if !weft_common::require_root("edge_cases_load_and_diff") {
+        return;
+    }
+    let id = std::process::id();
+    let mut guard = NetnsGuard::default();
+    let node = guard.add(format!("wp-edge-{id}"));
+    let scratch = guard.add(format!("wp-edge-chk-{id}"));
+    let web = NamedPort {
+        name: "web".into(),
+        protocol: Protocol::Tcp,
+        port: 8080,
+    };
+    let mut pods: Vec<PodInfo> = (0..1200u32)
+        .map(|i| {
+            let v4 = format!("10.245.{}.{}", i / 250, i % 250 + 1);
+            let v6 = format!("fd00:10:245::{:x}", i + 1);
+            let mut p = PodInfo {
+                namespace: "default".into(),
+                name: format!("p{i}"),
+                labels: [("app".to_string(), "peer".to_string())].into(),
+                ips: vec![v4.parse().unwrap(), v6.parse().unwrap()],
+                node: "n2".into(),
+                host_network: false,
+                named_ports: vec![web.clone()],
+            };
+            if i % 2 == 0 {
+                p.named_ports.clear();
+            }
+            p
+        })
+        .collect();
+    let mut local = PodInfo {
+        namespace: "default".into(),
+        name: "local".into(),
+        labels: [("app".to_string(), "local".to_string())].into(),
+        ips: vec![
+            "10.244.1.2".parse().unwrap(),
+            "fd00:10:244:1::2".parse().unwrap(),
+        ],
+        node: NODE.into(),
+        host_network: false,
+        named_ports: vec![web],
+    };
+    local.labels.insert("tier".into(), "x".into());
+    pods.push(local);
+    let policies = vec![
+        policy(
+            "default",
+            "edges",
+            json!({
+                "podSelector": {"matchLabels": {"app": "local"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["0.0.0.0/8", "255.255.255.255/32"]}},
+                            {"ipBlock": {"cidr": "::/0", "except": ["::/8", "ffff::/16"]}},
+                        ],
+                        "ports": [
+                            {"protocol": "SCTP", "port": 5000, "endPort": 5010},
+                            {"protocol": "UDP"},
+                            {"port": "web"},
+                        ],
+                    },
+                    {"from": [{"podSelector": {"matchLabels": {"app": "peer"}}}]},
+                ],
+                "egress": [
+                    {"to": [{"podSelector": {}}], "ports": [{"port": "web"}, {"protocol": "SCTP"}]},
+                    {},
+                ],
+            }),
+        ),
+        policy(
+            "default",
+            &"long-name-".repeat(25),
+            json!({"podSelector": {"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, "ingress": [{"ports": [{"port": 1, "endPort": 65535}]}]}),
+        ),
+    ];
+    let build = |pods: &[PodInfo]| {
+        let model = compile(&policies, pods, &[], NODE);
+        assert!(model.problems.is_empty(), "{:?}", model.problems);
+        Ruleset::build(&model)
+    };
+    let full = build(&pods);
+    assert!(
+        full.chains.keys().any(|c| c.starts_with("in.h")),
+        "a hashed id"
+    );
+    let peers = &full.sets["in.default.edges.1.peers4"].elements;
+    assert!(peers.len() > 1000, "{} peers", peers.len());
+    nft_load(&node, &full.script());
+    pods.retain(|p| !p.name.ends_with('3'));
+    let fewer = build(&pods);
+    match diff(&full, &fewer) {
+        Update::Incremental(script) => nft_load(&node, &script),
+        other => panic!("not incremental: {other:?}"),
+    }
+    nft_load(&scratch, &fewer.script());
+    assert_eq!(table_state(&node), table_state(&scratch));
+}
