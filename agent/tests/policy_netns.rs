@@ -408,9 +408,10 @@ fn policies() -> Vec<NetworkPolicy> {
 }
 
 #[test]
-fn policies_hold_in_the_kernel_and_incremental_updates_take_effect() {
-    if !weft_common::require_root("policies_hold_in_the_kernel_and_incremental_updates_take_effect")
-    {
+fn policy_matrix_holds_in_the_kernel_and_incremental_updates_take_effect() {
+    if !weft_common::require_root(
+        "policy_matrix_holds_in_the_kernel_and_incremental_updates_take_effect",
+    ) {
         return;
     }
     let t = Topology::new();
@@ -506,8 +507,8 @@ fn policies_hold_in_the_kernel_and_incremental_updates_take_effect() {
 /// both families, a hashed policy id, sets of more than one command's worth of
 /// elements; then half the peers gone, as one diff, equal to a full load.
 #[test]
-fn edge_cases_load_and_diff() {
-    if !weft_common::require_root("edge_cases_load_and_diff") {
+fn policy_edge_cases_load_and_diff() {
+    if !weft_common::require_root("policy_edge_cases_load_and_diff") {
         return;
     }
     let id = std::process::id();
