@@ -3,7 +3,7 @@
 //! The pure core, in the order data flows through it:
 //! * [`model`]: the slim inputs (pods, namespaces) and shared words;
 //!   [`selector`]: label selectors.
-//! * [`compile`]: policies + pods + namespaces -> [`rules::RuleModel`], the desired state
+//! * [`mod@compile`]: policies + pods + namespaces -> [`rules::RuleModel`], the desired state
 //!   of this node (isolation, per-policy membership, per-rule element sets).
 //! * [`render`]: the model -> [`render::Ruleset`], the `inet weft-policy` table as sets and
 //!   chains, and the `nft -f` script that installs it; [`diff`]: two rulesets -> the

@@ -29,9 +29,10 @@
 //!
 //! Names are stable: `<dir>.<policy id>` for a policy's chain, `.targets4/6` for its
 //! membership, `<dir>.<policy id>.<rule index>.{peers4,peers6,ports,named4,named6}` for
-//! a rule's sets. Which chains and rules exist depends only on the policies' specs, and
-//! which elements the sets hold on the pods, so [`crate::policy::diff`] turns a pod
-//! change into element changes.
+//! a rule's sets. Which chains and rules exist depends only on the policies' specs (and
+//! on whether a policy selects a pod of this node at all), and which elements the sets
+//! hold on the pods, so [`crate::policy::diff`] turns most pod changes into element
+//! changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
