@@ -11,10 +11,11 @@
 //! * a notification overrun (something may have been missed).
 //!
 //! No feedback loop: messages caused by the agent's own netlink socket carry its port id
-//! in the header and are ignored (the kernel sets it for routes, neighbours and links). The
-//! VXLAN driver sends its FDB notifications with port id 0, so a sync that added, changed
-//! or removed FDB entries is followed by one more sync, which finds nothing to do and so
-//! causes no notification: a sync that changes nothing never triggers another.
+//! in the header and are ignored (the kernel sets it for routes, neighbours and links).
+//! The VXLAN driver sends its FDB notifications with port id 0, whoever wrote the entry:
+//! those that agree with the datapath's [`FdbIntent`] (an entry weft meant to write is
+//! there, one it meant to remove is gone) are the echo of its own writes and are ignored
+//! too ([`fdb_echo`]); any other calls for a sync.
 
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::NeighbourMessage;
@@ -24,7 +25,9 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::MulticastGroup;
 use tokio::sync::mpsc;
 
-use crate::datapath::ROUTE_PROTOCOL;
+use std::net::IpAddr;
+
+use crate::datapath::{FdbIntent, ROUTE_PROTOCOL};
 
 /// The main routing table.
 const MAIN_TABLE: u8 = 254;
@@ -113,12 +116,66 @@ impl Filter {
     }
 }
 
+/// Whether `msg` is the VXLAN driver's report of an FDB write that agrees with `intent`
+/// (the echo of weft's own write: no reason for a sync).
+pub fn fdb_echo(msg: &NetlinkPayload<RouteNetlinkMessage>, intent: &FdbIntent) -> bool {
+    use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+    use netlink_packet_route::AddressFamily;
+    let (n, present) = match msg {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => (n, true),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => (n, false),
+        _ => return false,
+    };
+    if n.header.family != AddressFamily::Bridge {
+        return false;
+    }
+    let mut mac = None;
+    let mut dst = None;
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::LinkLayerAddress(l) => {
+                mac = <[u8; 6]>::try_from(l.as_slice())
+                    .ok()
+                    .map(weft_common::annotations::Mac)
+            }
+            // The parser types the address by the message's family: an FDB entry's
+            // (AF_BRIDGE) remote comes as raw bytes.
+            NeighbourAttribute::Destination(a) => {
+                dst = match a {
+                    NeighbourAddress::Inet(ip) => Some((*ip).into()),
+                    NeighbourAddress::Inet6(ip) => Some((*ip).into()),
+                    NeighbourAddress::Other(b) => match b.len() {
+                        4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
+    }
+    match (mac, dst) {
+        (Some(mac), Some(dst)) => intent.agrees(mac, dst, present),
+        _ => false,
+    }
+}
+
 /// Subscribes to the notifications in the calling thread's network namespace; must be
 /// called there (the socket is bound at creation) within a tokio runtime. The returned
 /// future forwards the reason of each relevant notification to `kick` until the socket or
-/// the receiver is gone.
+/// the receiver is gone. Every FDB notification counts (see [`subscribe_with_intent`]).
 pub fn subscribe(
+    filter: Filter,
+    kick: mpsc::UnboundedSender<&'static str>,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
+    subscribe_with_intent(filter, FdbIntent::default(), kick)
+}
+
+/// [`subscribe`], ignoring FDB notifications that agree with `intent` ([`fdb_echo`]).
+pub fn subscribe_with_intent(
     mut filter: Filter,
+    intent: FdbIntent,
     kick: mpsc::UnboundedSender<&'static str>,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
     let (mut conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
@@ -137,7 +194,8 @@ pub fn subscribe(
         use futures::StreamExt;
         while let Some((msg, _)) = messages.next().await {
             let msg: NetlinkMessage<RouteNetlinkMessage> = msg;
-            if let Some(reason) = filter.classify(msg.header.port_number, &msg.payload) {
+            let reason = filter.classify(msg.header.port_number, &msg.payload);
+            if let Some(reason) = reason.filter(|_| !fdb_echo(&msg.payload, &intent)) {
                 tracing::debug!(reason, "kernel change to weft's datapath; sync requested");
                 if kick.send(reason).is_err() {
                     break;
@@ -264,6 +322,78 @@ mod tests {
         assert_eq!(f.classify(0, &inner(m)), None);
         let m = RouteNetlinkMessage::NewLink(link("weft.1", 7, true));
         assert_eq!(f.classify(0, &inner(m)), None, "device up");
+    }
+
+    /// An FDB notification as the parser hands it over: emitted, then parsed back (the
+    /// remote of an AF_BRIDGE message comes out as raw bytes).
+    fn fdb_msg(new: bool, mac: [u8; 6], dst: [u8; 4]) -> NetlinkPayload<RouteNetlinkMessage> {
+        use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+        use rtnetlink::packet_core::{Emitable, NetlinkDeserializable};
+        let mut n = neigh(7, NeighbourState::Other(0xc0), AddressFamily::Bridge);
+        n.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        n.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Other(
+                dst.to_vec(),
+            )));
+        let m = if new {
+            RouteNetlinkMessage::NewNeighbour(n)
+        } else {
+            RouteNetlinkMessage::DelNeighbour(n)
+        };
+        let mut msg = NetlinkMessage::from(m);
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf).unwrap();
+        if let NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n),
+        ) = &parsed.payload
+        {
+            assert!(n.attributes.iter().any(|a| matches!(
+                a,
+                NeighbourAttribute::Destination(NeighbourAddress::Other(_))
+            )));
+        }
+        parsed.payload
+    }
+
+    #[test]
+    fn fdb_notifications_that_agree_with_the_intent_are_the_echo_of_weft_s_writes() {
+        use weft_common::annotations::Mac;
+        let (m2, m3, m9) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3], [2, 0, 0, 0, 0, 9]);
+        let intent: FdbIntent = [
+            (Mac(m2), "192.168.0.2".parse().unwrap()),
+            (Mac(m3), "192.168.0.3".parse().unwrap()),
+        ]
+        .into_iter()
+        .collect();
+        let mut f = filter();
+        let kicks = |msg: NetlinkPayload<RouteNetlinkMessage>, f: &mut Filter| {
+            f.classify(0, &msg).is_some() && !fdb_echo(&msg, &intent)
+        };
+        // weft wrote these: an entry it meant to have, one it meant to remove.
+        assert!(!kicks(fdb_msg(true, m2, [192, 168, 0, 2]), &mut f));
+        assert!(!kicks(fdb_msg(false, m9, [192, 168, 0, 9]), &mut f));
+        assert!(
+            !kicks(fdb_msg(false, m3, [192, 168, 0, 33]), &mut f),
+            "old remote replaced"
+        );
+        // Someone else: an entry weft means to have deleted, or pointed elsewhere, or a
+        // stranger added.
+        assert!(kicks(fdb_msg(false, m2, [192, 168, 0, 2]), &mut f));
+        assert!(kicks(fdb_msg(true, m3, [192, 168, 0, 99]), &mut f));
+        assert!(kicks(fdb_msg(true, m9, [192, 168, 0, 9]), &mut f));
+        // No intent known yet (before the first sync): everything counts.
+        let unknown = FdbIntent::default();
+        assert!(!fdb_echo(&fdb_msg(true, m2, [192, 168, 0, 2]), &unknown));
+        // Only FDB entries: a neighbour on the device is never taken for an echo.
+        let m = inner(RouteNetlinkMessage::DelNeighbour(neigh(
+            7,
+            NeighbourState::Permanent,
+            AddressFamily::Inet,
+        )));
+        assert!(!fdb_echo(&m, &intent));
     }
 
     #[test]

@@ -263,6 +263,10 @@ pub fn build_peers<'a>(
 #[derive(Debug, Default)]
 pub struct NodeStore {
     nodes: BTreeMap<String, NodeLite>,
+    /// Each node's [`NodeLite::to_candidate`], kept up to date with `nodes` one node at a
+    /// time: a sync borrows them instead of rebuilding 5000 peers (a millisecond) for
+    /// every change.
+    candidates: BTreeMap<String, Result<Peer, Rejection>>,
     /// The list being received after a (re)start of the watch; swapped in at InitDone.
     relisting: Option<BTreeMap<String, NodeLite>>,
     listed: bool,
@@ -291,6 +295,12 @@ impl NodeStore {
                     }
                 }
                 let changed = !self.listed || fresh != self.nodes;
+                if changed {
+                    self.candidates = fresh
+                        .values()
+                        .filter_map(|n| Some((n.name.clone(), n.to_candidate()?)))
+                        .collect();
+                }
                 self.nodes = fresh;
                 self.listed = true;
                 tracing::debug!(nodes = self.nodes.len(), changed, "Node list complete");
@@ -303,6 +313,10 @@ impl NodeStore {
                 }
                 log_problems(&lite);
                 let name = lite.name.clone();
+                match lite.to_candidate() {
+                    Some(c) => self.candidates.insert(name.clone(), c),
+                    None => self.candidates.remove(&name),
+                };
                 let old = self.nodes.insert(name.clone(), lite);
                 tracing::debug!(node = %name, new = old.is_none(), "Node changed");
                 true
@@ -310,6 +324,7 @@ impl NodeStore {
             watcher::Event::Delete(node) => {
                 let name = node.metadata.name.unwrap_or_default();
                 let removed = self.nodes.remove(&name).is_some();
+                self.candidates.remove(&name);
                 if removed {
                     tracing::debug!(node = %name, "Node deleted");
                 }
@@ -336,9 +351,18 @@ impl NodeStore {
         self.nodes.is_empty()
     }
 
-    /// See [`build_peers`].
-    pub fn peers(&self, self_name: &str) -> (Vec<Peer>, Vec<Rejection>) {
-        build_peers(self.nodes.values(), self_name)
+    /// What [`build_peers`] returns, borrowed from the store.
+    pub fn peers(&self, self_name: &str) -> (Vec<&Peer>, Vec<Rejection>) {
+        let mut peers = Vec::with_capacity(self.candidates.len());
+        let mut rejected = Vec::new();
+        for (name, candidate) in &self.candidates {
+            match candidate {
+                _ if name == self_name => {}
+                Ok(p) => peers.push(p),
+                Err(r) => rejected.push(r.clone()),
+            }
+        }
+        (peers, rejected)
     }
 }
 
@@ -637,5 +661,52 @@ mod tests {
         assert!(!store.apply(watcher::Event::InitDone));
         assert_eq!(store.peers("me").0.len(), 1);
         assert_eq!(store.peers("n1").0.len(), 0);
+    }
+
+    #[test]
+    fn the_store_s_peers_follow_every_change() {
+        let mut store = NodeStore::default();
+        let same = |store: &NodeStore| {
+            let (peers, rejected) = store.peers("me");
+            let peers: Vec<Peer> = peers.into_iter().cloned().collect();
+            assert_eq!((peers, rejected), build_peers(store.nodes.values(), "me"));
+        };
+        let n = |name: &str, third: u8, mac: Option<&str>| {
+            slim(node_json(
+                name,
+                &[&format!("10.244.{third}.0/24")],
+                mac,
+                &format!("192.168.0.{third}"),
+            ))
+        };
+        store.apply(watcher::Event::Init);
+        store.apply(watcher::Event::InitApply(n(
+            "me",
+            1,
+            Some("02:00:00:00:00:01"),
+        )));
+        store.apply(watcher::Event::InitApply(n(
+            "a",
+            2,
+            Some("02:00:00:00:00:02"),
+        )));
+        store.apply(watcher::Event::InitApply(n("b", 3, None)));
+        store.apply(watcher::Event::InitDone);
+        same(&store);
+        assert_eq!(store.peers("me").0.len(), 1);
+        for e in [
+            watcher::Event::Apply(n("b", 3, Some("02:00:00:00:00:03"))),
+            watcher::Event::Apply(n("c", 4, Some("not a mac"))),
+            watcher::Event::Apply(n("a", 2, Some("02:00:00:00:00:22"))),
+            watcher::Event::Delete(n("b", 3, None)),
+            watcher::Event::Apply(n("c", 4, Some("02:00:00:00:00:04"))),
+        ] {
+            store.apply(e);
+            same(&store);
+        }
+        let (peers, _) = store.peers("me");
+        let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(peers[0].vtep.unwrap().mac.to_string(), "02:00:00:00:00:22");
     }
 }

@@ -5,7 +5,9 @@
 //! * [`Datapath::sync`] reconciles the per-peer entries with the desired peer set: one
 //!   dump of neighbours, FDB and routes ([`dump`]: kernel-filtered, parsed in place), a
 //!   pure [`plan::diff`], then only the difference is sent, many requests in flight at
-//!   once, routes last.
+//!   once, routes last. [`Datapath::sync_kind`] with [`SyncKind::Incremental`] (a Node
+//!   changed) diffs against what the last sync applied instead ([`delta`]): no dump, so
+//!   one changed peer among 5000 costs the checks and three requests.
 //! * [`cleanup`] removes everything weft created.
 //!
 //! Per remote node: one FDB entry `<mac> dst <underlay ip> self permanent` on the VXLAN
@@ -21,6 +23,7 @@
 //! underlay the node uses. So a node has one MAC and one FDB entry per peer whatever its
 //! families, and dual-stack pods work on nodes with IPv4-only (or IPv6-only) addresses.
 
+pub mod delta;
 pub mod device;
 pub mod dump;
 pub mod entries;
@@ -41,6 +44,7 @@ pub use plan::ROUTE_PROTOCOL;
 
 use crate::firewall::{PeerFilter, TableSpec};
 use crate::peers::{validate, Peer, Rejection, Rules};
+use delta::Applied;
 use device::VxlanSpec;
 use dump::DumpSocket;
 
@@ -74,10 +78,22 @@ pub struct DatapathConfig {
     pub subnet_file: PathBuf,
 }
 
+/// How a sync finds out what the kernel holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// Dumps the kernel's entries and diffs against them: repairs whatever differs.
+    Full,
+    /// Diffs against what the last sync applied, without a dump ([`delta`]); a full sync
+    /// when that is not known (the first sync, or the last one failed in any way).
+    Incremental,
+}
+
 /// What one [`Datapath::sync`] did. Counts are kernel entries (neighbours, FDB entries,
 /// routes), not peers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncStats {
+    /// The kernel's entries were dumped (a full sync), not taken from the last sync.
+    pub full: bool,
     /// Peers that have entries.
     pub peers: usize,
     pub added: usize,
@@ -97,6 +113,86 @@ struct DeviceState {
     underlay_net: Option<IpNet>,
 }
 
+/// The FDB entries weft means its VXLAN device to hold (MAC -> remote), shared with the
+/// kernel watch. The VXLAN driver reports weft's own FDB writes like anyone's (port id
+/// 0): a notification that only says what weft wrote is no reason for a repair, and
+/// without this every sync that touched the FDB was followed by a full one.
+#[derive(Clone, Default)]
+pub struct FdbIntent(Arc<Mutex<Option<plan::KeyMap<Mac, IpAddr>>>>);
+
+impl std::fmt::Debug for FdbIntent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let known = self
+            .0
+            .lock()
+            .expect("intent lock")
+            .as_ref()
+            .map(|m| m.len());
+        f.debug_struct("FdbIntent")
+            .field("entries", &known)
+            .finish()
+    }
+}
+
+/// A known intent of exactly these entries.
+impl FromIterator<(Mac, IpAddr)> for FdbIntent {
+    fn from_iter<I: IntoIterator<Item = (Mac, IpAddr)>>(entries: I) -> FdbIntent {
+        FdbIntent(Arc::new(Mutex::new(Some(entries.into_iter().collect()))))
+    }
+}
+
+impl FdbIntent {
+    /// Whether a notification that `mac` points at `dst` (`present`), or no longer does,
+    /// agrees with weft's intent. False while the intent is unknown (before the first
+    /// sync): then every notification is taken for a change by someone else.
+    pub fn agrees(&self, mac: Mac, dst: IpAddr, present: bool) -> bool {
+        let intent = self.0.lock().expect("intent lock");
+        match intent.as_ref().map(|m| m.get(&mac)) {
+            None => false,
+            Some(Some(want)) => present == (*want == dst),
+            Some(None) => !present,
+        }
+    }
+
+    /// Before a full sync's writes: the whole desired FDB.
+    fn replace(&self, desired: &plan::Desired) {
+        let map = desired.fdb.iter().map(|(m, f)| (*m, f.entry)).collect();
+        *self.0.lock().expect("intent lock") = Some(map);
+    }
+
+    /// Before an incremental sync's writes: its FDB changes.
+    fn update(&self, plan: &plan::Plan) {
+        let mut intent = self.0.lock().expect("intent lock");
+        let Some(map) = intent.as_mut() else { return };
+        for f in &plan.del_fdb {
+            if map.get(&f.mac) == Some(&f.dst) {
+                map.remove(&f.mac);
+            }
+        }
+        for s in &plan.set_fdb {
+            map.insert(s.entry.mac, s.entry.dst);
+        }
+    }
+}
+
+/// What a sync diffs against.
+enum Basis {
+    /// What the last sync applied (an incremental sync).
+    Applied(Applied),
+    /// A dump of the kernel (a full sync).
+    Dumped(plan::Actual),
+}
+
+/// What the last sync left in the kernel, kept only when every request of it succeeded.
+struct Known {
+    /// The VXLAN device the entries are on: a re-created device has none.
+    ifindex: u32,
+    entries: Applied,
+    /// Destinations of the routes not weft's, from the last dump: an incremental sync
+    /// checks peers against these (a route added since is caught by the next full sync).
+    foreign_routes: Vec<IpNet>,
+}
+
 /// A node's datapath, set up. Dropping it leaves everything in the kernel.
 pub struct Datapath {
     cfg: DatapathConfig,
@@ -109,8 +205,11 @@ pub struct Datapath {
     /// Opened in the node's netns by `setup`: one per kind of entry (routes, neighbours,
     /// FDB), so the three dumps run at once on blocking threads.
     dumps: Arc<[Mutex<DumpSocket>; 3]>,
-    /// Serialises syncs: each one plans from its own dump.
+    /// Serialises syncs: each one plans from its own dump or from `known`.
     sync_lock: tokio::sync::Mutex<()>,
+    /// `None` until a sync succeeded whole, and after any failure: the next sync dumps.
+    known: Mutex<Option<Known>>,
+    fdb_intent: FdbIntent,
     /// The VXLAN source filter's sets.
     filter: PeerFilter,
 }
@@ -326,6 +425,8 @@ impl Datapath {
             }),
             dumps: Arc::new(dumps.map(Mutex::new)),
             sync_lock: tokio::sync::Mutex::new(()),
+            known: Mutex::new(None),
+            fdb_intent: FdbIntent::default(),
             filter,
         })
     }
@@ -344,24 +445,47 @@ impl Datapath {
         &self.cfg
     }
 
+    /// The FDB entries this datapath means to hold, for the kernel watch.
+    pub fn fdb_intent(&self) -> FdbIntent {
+        self.fdb_intent.clone()
+    }
+
     /// Brings the kernel's per-peer entries in line with `peers` (the caller leaves this
     /// node out): one dump, a pure diff, only the difference sent. Idempotent. Recreates
     /// the VXLAN device first if it was deleted or changed behind our back. Every entry is
     /// tried; the error names the first failure and counts the rest.
     pub async fn sync(&self, peers: &[Peer]) -> Result<SyncStats, Error> {
+        let peers: Vec<&Peer> = peers.iter().collect();
+        self.sync_kind(&peers, SyncKind::Full).await
+    }
+
+    /// [`Datapath::sync`], diffing against what the last sync applied when `kind` is
+    /// [`SyncKind::Incremental`] and that is known. Peers are always checked and planned
+    /// as a whole set: whether one is accepted can depend on the others (duplicate claims
+    /// go to the older Node).
+    pub async fn sync_kind(&self, peers: &[&Peer], kind: SyncKind) -> Result<SyncStats, Error> {
         let _serial = self.sync_lock.lock().await;
         let ifindex = self.check_device().await?;
         let started = std::time::Instant::now();
-        let actual = self.dump_entries(ifindex).await?;
+        // Taken out: whatever fails below leaves nothing known, so the next sync dumps.
+        let known = self
+            .known
+            .lock()
+            .expect("known lock")
+            .take()
+            .filter(|k| kind == SyncKind::Incremental && k.ifindex == ifindex);
+        let (basis, foreign) = match known {
+            Some(k) => (Basis::Applied(k.entries), k.foreign_routes),
+            None => {
+                let actual = self.dump_entries(ifindex).await?;
+                let foreign = foreign_routes(&actual.routes, &self.cfg.pod_cidrs);
+                (Basis::Dumped(actual), foreign)
+            }
+        };
         let dumped = started.elapsed();
         let underlay_net = self.state.lock().expect("state lock").underlay_net;
-        let rules = rules(
-            &self.cfg,
-            underlay_net,
-            Some(self.mac),
-            foreign_routes(&actual.routes, &self.cfg.pod_cidrs),
-        );
-        let (accepted, rejected) = validate(peers.to_vec(), &rules);
+        let rules = rules(&self.cfg, underlay_net, Some(self.mac), foreign);
+        let (accepted, rejected) = validate(peers.iter().copied(), &rules);
         let local = plan::Local {
             device: ifindex,
             underlay: self.cfg.underlay_ifindex,
@@ -369,13 +493,18 @@ impl Datapath {
             direct_routing: self.cfg.direct_routing,
             own_pod_cidrs: self.cfg.pod_cidrs.clone(),
         };
-        let desired = plan::desired(&accepted, &local);
+        let desired = plan::desired(accepted.iter().copied(), &local);
         for (peer, reason) in &desired.skipped {
             tracing::debug!(peer = %peer, %reason, "peer skipped");
         }
-        let plan = plan::diff(&desired, &actual, ifindex);
-        tracing::debug!(?dumped, planned = ?started.elapsed(), changes = plan.len(), "sync planned");
+        let plan = match &basis {
+            Basis::Applied(applied) => delta::diff(&desired, applied),
+            Basis::Dumped(actual) => plan::diff(&desired, actual, ifindex),
+        };
+        let full = matches!(basis, Basis::Dumped(_));
+        tracing::debug!(full, ?dumped, planned = ?started.elapsed(), changes = plan.len(), "sync planned");
         let mut stats = SyncStats {
+            full,
             peers: desired.peers,
             added: plan.added(),
             removed: plan.removed(),
@@ -386,6 +515,10 @@ impl Datapath {
         // The filter first learns new peers (their packets are accepted before the routes
         // make pods send to them) and forgets removed ones only after their entries go;
         // one update after the entries does both, as a sync is short.
+        match basis {
+            Basis::Applied(_) => self.fdb_intent.update(&plan),
+            Basis::Dumped(_) => self.fdb_intent.replace(&desired),
+        }
         if !plan.is_empty() {
             match entries::apply(&self.handle, ifindex, &plan).await {
                 Ok(()) => {}
@@ -398,6 +531,7 @@ impl Datapath {
                 Err(e) => return Err(e),
             }
             tracing::info!(
+                full,
                 peers = stats.peers,
                 added = stats.added,
                 removed = stats.removed,
@@ -406,9 +540,25 @@ impl Datapath {
                 "datapath synced"
             );
         }
-        let (allowed, forgotten) = self
-            .filter
-            .update(crate::firewall::vxlan::peer_addresses(&accepted))?;
+        if stats.failed == 0 {
+            let entries = match basis {
+                Basis::Applied(mut entries) => {
+                    entries.record(&plan);
+                    entries
+                }
+                Basis::Dumped(_) => Applied::from_desired(&desired),
+            };
+            *self.known.lock().expect("known lock") = Some(Known {
+                ifindex,
+                entries,
+                foreign_routes: rules.foreign_routes,
+            });
+        }
+        let addresses = accepted
+            .iter()
+            .flat_map(|p| crate::firewall::vxlan::peer_addresses(std::slice::from_ref(*p)))
+            .collect();
+        let (allowed, forgotten) = self.filter.update(addresses)?;
         if allowed + forgotten > 0 {
             tracing::debug!(allowed, forgotten, "VXLAN peer sets updated");
         }

@@ -160,11 +160,13 @@ pub fn route_metric(dst: &IpNet) -> u32 {
 /// The entries for every peer, for each of its pod CIDRs (IPv4 and IPv6 alike ride the one
 /// VXLAN device): per CIDR a neighbour for its VTEP IP and an onlink route, per peer one
 /// FDB entry. A peer is programmed whole or not at all.
-pub fn desired<'a>(peers: &'a [Peer], local: &Local) -> Desired<'a> {
+pub fn desired<'a>(peers: impl IntoIterator<Item = &'a Peer>, local: &Local) -> Desired<'a> {
+    let peers = peers.into_iter();
+    let n = peers.size_hint().0;
     let mut out = Desired {
-        neighs: key_map(peers.len()),
-        fdb: key_map(peers.len()),
-        routes: key_map(peers.len()),
+        neighs: key_map(n),
+        fdb: key_map(n),
+        routes: key_map(n),
         ..Default::default()
     };
     for peer in peers {
@@ -326,7 +328,7 @@ pub struct Plan {
 
 impl Plan {
     /// Puts every list in key order (deletions stay in dump order within a key).
-    fn sort(&mut self) {
+    pub(super) fn sort(&mut self) {
         self.set_neighs.sort_by_key(|s| s.entry.ip);
         self.set_fdb.sort_by_key(|s| s.entry.mac);
         self.set_routes.sort_by_key(|s| s.entry.dst);

@@ -47,7 +47,8 @@ fn peer(name: &str, n: u8) -> Peer {
 }
 
 fn verdict(p: Peer) -> Result<(), (Reason, String)> {
-    let (ok, mut rejected) = validate(vec![p], &rules());
+    let input = [p];
+    let (ok, mut rejected) = validate(&input, &rules());
     match rejected.pop() {
         None => {
             assert_eq!(ok.len(), 1);
@@ -154,7 +155,7 @@ fn pod_cidrs_must_not_touch_the_underlay_services_or_foreign_routes() {
     r.service_cidrs = vec![net("10.96.0.0/12")];
     r.foreign_routes = vec![net("0.0.0.0/0"), net("10.50.0.0/16"), net("10.60.7.0/28")];
     let check_with = |r: &Rules, cidr: &str| {
-        let (_, rej) = validate(vec![with_cidr(cidr)], r);
+        let (_, rej) = validate(&[with_cidr(cidr)], r);
         rej.first().map(|x| (x.reason, x.detail.clone()))
     };
     let check = |cidr: &str| check_with(&r, cidr);
@@ -241,8 +242,9 @@ fn duplicates_go_to_the_older_node_whatever_the_names() {
     // Claims the victim's public IP.
     let mut ip_thief = peer("ac-thief", 8);
     ip_thief.vtep.as_mut().unwrap().public_ip = victim.vtep.unwrap().public_ip;
-    let (ok, rej) = validate(vec![thief, mac_thief, ip_thief, victim.clone()], &rules());
-    assert_eq!(ok, vec![victim]);
+    let input = [thief, mac_thief, ip_thief, victim.clone()];
+    let (ok, rej) = validate(&input, &rules());
+    assert_eq!(ok, vec![&victim]);
     let got: Vec<(&str, Reason)> = rej.iter().map(|r| (r.node.as_str(), r.reason)).collect();
     assert_eq!(
         got,
@@ -261,7 +263,7 @@ fn duplicates_go_to_the_older_node_whatever_the_names() {
     a.age.uid = "1".into();
     b.age.uid = "2".into();
     for input in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
-        let (ok, rej) = validate(input, &rules());
+        let (ok, rej) = validate(&input, &rules());
         assert_eq!(ok[0].name, "b");
         assert_eq!(rej[0].node, "a");
     }
@@ -271,7 +273,8 @@ fn duplicates_go_to_the_older_node_whatever_the_names() {
 fn one_bad_peer_leaves_the_others_alone() {
     let mut bad = peer("bad", 3);
     bad.vtep.as_mut().unwrap().mac = Mac([0xff; 6]);
-    let (ok, rej) = validate(vec![peer("c", 4), bad, peer("a", 2)], &rules());
+    let input = [peer("c", 4), bad, peer("a", 2)];
+    let (ok, rej) = validate(&input, &rules());
     let names: Vec<&str> = ok.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["a", "c"], "accepted peers come out sorted by name");
     assert_eq!(rej.len(), 1);
