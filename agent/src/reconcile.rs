@@ -2,16 +2,20 @@
 //!
 //! The datapath is always synced from the whole desired peer set (never from the last
 //! event), and only once the first complete Node list is in, so nodes not yet seen are
-//! never removed. A sync runs:
-//! * after a relevant change (one that alters a node's projection): at once when no
-//!   sync ran in the last debounce window (leading edge: one change reaches the kernel
-//!   in milliseconds), else at the end of that window. Events already queued are all
-//!   taken in before a sync starts, and changes that arrive during a sync wait for the
-//!   window after it, so a burst costs a handful of syncs, not one per event;
+//! never removed. A sync runs ([`Coalescer`] schedules them):
+//! * after a relevant change (one that alters a node's projection): at once after a
+//!   quiet period (leading edge: one change reaches the kernel in milliseconds), else at
+//!   the end of the window after the last sync, a window that grows while changes keep
+//!   coming. Events already queued are all taken in before a sync starts, and changes
+//!   that arrive during a sync wait for the window after it, so a burst of thousands of
+//!   events costs a handful of syncs. Such a sync is incremental
+//!   ([`SyncKind::Incremental`]: no dump of the kernel);
 //! * every resync interval, to repair drift (entries deleted by hand, a lost event);
 //! * after a kick (see [`Reconciler::run_with_kicks`]: the kernel reported a hand-made
 //!   change to weft's entries), scheduled the same way;
 //! * after a failed sync, with exponential backoff ([`retry_delay`]).
+//!
+//! The last three are full syncs: they dump the kernel and repair whatever differs.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +28,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
+use crate::coalesce::Coalescer;
+use crate::datapath::SyncKind;
 use crate::metrics::{ErrorKind, Metrics, SyncCounts};
 use crate::nodes::{NodeLite, NodeStore, SlimNode};
 use crate::peers::{Peer, Reason, Rejection};
@@ -44,20 +50,26 @@ pub struct SyncOutcome {
 /// What the loop drives: the datapath, or a fake in tests.
 pub trait PeerSync: Send + Sync {
     /// Makes the datapath match `peers` (candidates: the datapath validates them)
-    /// exactly. Idempotent.
-    fn sync(&self, peers: &[Peer]) -> impl Future<Output = anyhow::Result<SyncOutcome>> + Send;
+    /// exactly. Idempotent. `kind` says whether the kernel must be read (full) or what
+    /// the last sync applied may be trusted (incremental).
+    fn sync(
+        &self,
+        peers: &[&Peer],
+        kind: SyncKind,
+    ) -> impl Future<Output = anyhow::Result<SyncOutcome>> + Send;
 }
 
 impl PeerSync for crate::datapath::Datapath {
-    async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncOutcome> {
-        let s = crate::datapath::Datapath::sync(self, peers).await?;
+    async fn sync(&self, peers: &[&Peer], kind: SyncKind) -> anyhow::Result<SyncOutcome> {
+        let s = crate::datapath::Datapath::sync_kind(self, peers, kind).await?;
         // Docker (or anyone) may add or re-create a DROP policy in the iptables FORWARD
-        // chain at any time: weft's accepts there are checked on every sync too. A failure
-        // is logged and does not fail the peer sync.
-        match crate::iptables::ensure(&self.config().cluster_cidrs) {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot keep weft's accepts in the iptables FORWARD chain")
+        // chain at any time: weft's accepts there are checked on every full sync (the
+        // periodic resync at the latest). Not on incremental ones: `iptables -S` runs a
+        // few ms per backend and family, more than the rest of such a sync. A failure is
+        // logged and does not fail the peer sync.
+        if s.full {
+            if let Err(e) = crate::iptables::ensure(&self.config().cluster_cidrs) {
+                tracing::warn!(error = %e, "cannot keep weft's accepts in the iptables FORWARD chain");
             }
         }
         Ok(SyncOutcome {
@@ -123,6 +135,11 @@ pub fn changed_pod_cidrs(current: &[IpNet], own: Option<&NodeLite>) -> Option<Ve
     (a != b).then(|| watched.clone())
 }
 
+/// The longest a sync waits while Node changes keep coming (the window grows from the
+/// debounce up to this; see [`Coalescer`]). A change in a storm reaches the kernel within
+/// this time; the last one of a storm within the debounce.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3);
+
 /// First retry after 1 s, doubling up to 60 s.
 pub fn retry_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(6);
@@ -136,7 +153,11 @@ pub struct Reconciler<S> {
     /// ends with [`PodCidrsChanged`].
     pub pod_cidrs: Vec<IpNet>,
     pub metrics: Arc<Metrics>,
+    /// The first window after a sync, and how long changes must stop for a burst to be
+    /// over.
     pub debounce: Duration,
+    /// The longest window (at least `debounce`), e.g. [`MAX_WINDOW`].
+    pub max_window: Duration,
     pub resync: Duration,
     /// Receives this node's projection whenever it changes (for the publisher).
     pub own_node: watch::Sender<Option<NodeLite>>,
@@ -169,24 +190,13 @@ impl<S: PeerSync> Reconciler<S> {
         let mut kicks = std::pin::pin!(kicks);
         let mut kicks_open = true;
         let mut store = NodeStore::default();
-        // When the next sync is due: end of the debounce window or of a retry backoff.
-        let mut due: Option<Instant> = None;
+        let mut schedule = Coalescer::new(self.debounce, self.max_window);
         let mut failures = 0u32;
         let mut reported: Vec<(String, Reason)> = Vec::new();
-        // When the last sync ended: the next one starts no earlier than a debounce
-        // window after it.
-        let mut last_sync: Option<Instant> = None;
-        let next_due = |last: Option<Instant>| {
-            let now = Instant::now();
-            match last {
-                Some(t) if t + self.debounce > now => t + self.debounce,
-                _ => now,
-            }
-        };
         let mut resync = tokio::time::interval_at(Instant::now() + self.resync, self.resync);
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let sleep_until = due.unwrap_or_else(Instant::now);
+            let due = schedule.due();
             tokio::select! {
                 // Queued events first: a burst is taken in whole before the sync starts.
                 biased;
@@ -197,8 +207,8 @@ impl<S: PeerSync> Reconciler<S> {
                         tracing::warn!(error = %e, "Node watch failed; it reconnects with backoff");
                     }
                     Some(Ok(event)) => {
-                        if store.apply(event) && store.is_listed() && due.is_none() {
-                            due = Some(next_due(last_sync));
+                        if store.apply(event) && store.is_listed() {
+                            schedule.change(Instant::now());
                         }
                         let own = store.get(&self.node_name);
                         if let Some(to) = changed_pod_cidrs(&self.pod_cidrs, own) {
@@ -223,27 +233,21 @@ impl<S: PeerSync> Reconciler<S> {
                 kick = kicks.next(), if kicks_open => match kick {
                     None => kicks_open = false,
                     Some(()) => {
-                        if store.is_listed() && due.is_none() {
-                            due = Some(next_due(last_sync));
+                        if store.is_listed() {
+                            schedule.full(Instant::now());
                         }
                     }
                 },
-                _ = tokio::time::sleep_until(sleep_until), if due.is_some() => {
-                    due = None;
-                    let synced = self.sync_once(&store, &mut failures, &mut reported).await;
-                    last_sync = Some(Instant::now());
-                    if synced != Synced::Ok {
-                        due = Some(Instant::now() + retry_delay(failures));
-                    }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    let kind = schedule.start().unwrap_or(SyncKind::Full);
+                    let synced = self.sync_once(&store, kind, &mut failures, &mut reported).await;
+                    let retry = (synced != Synced::Ok).then(|| Instant::now() + retry_delay(failures));
+                    schedule.done(Instant::now(), retry);
                 }
                 _ = resync.tick() => {
-                    if store.is_listed() && due.is_none() {
+                    if store.is_listed() {
                         tracing::debug!("periodic resync");
-                        let synced = self.sync_once(&store, &mut failures, &mut reported).await;
-                        last_sync = Some(Instant::now());
-                        if synced != Synced::Ok {
-                            due = Some(Instant::now() + retry_delay(failures));
-                        }
+                        schedule.full(Instant::now());
                     }
                 }
             }
@@ -254,13 +258,14 @@ impl<S: PeerSync> Reconciler<S> {
     async fn sync_once(
         &self,
         store: &NodeStore,
+        kind: SyncKind,
         failures: &mut u32,
         reported: &mut Vec<(String, Reason)>,
     ) -> Synced {
         let (peers, malformed) = store.peers(&self.node_name);
         let start = Instant::now();
-        let span = tracing::info_span!("reconcile", peers = peers.len());
-        let result = self.datapath.sync(&peers).instrument(span).await;
+        let span = tracing::info_span!("reconcile", peers = peers.len(), ?kind);
+        let result = self.datapath.sync(&peers, kind).instrument(span).await;
         let took = start.elapsed();
         match result {
             Ok(outcome) => {
@@ -358,17 +363,24 @@ mod tests {
     use tokio::sync::mpsc as tmpsc;
     use weft_common::annotations as ann;
 
-    /// Records each sync's peer names; fails the first `fail` calls.
+    /// Records each sync's peer names (when it starts) and kind; fails the first `fail`
+    /// calls; each takes `takes` (virtual time).
     struct Fake {
         calls: tmpsc::UnboundedSender<Vec<String>>,
+        kinds: Arc<std::sync::Mutex<Vec<SyncKind>>>,
         fail: AtomicUsize,
+        takes: Duration,
     }
 
     impl PeerSync for Fake {
-        async fn sync(&self, peers: &[Peer]) -> anyhow::Result<SyncOutcome> {
+        async fn sync(&self, peers: &[&Peer], kind: SyncKind) -> anyhow::Result<SyncOutcome> {
+            self.kinds.lock().unwrap().push(kind);
             let _ = self
                 .calls
                 .send(peers.iter().map(|p| p.name.clone()).collect());
+            if !self.takes.is_zero() {
+                tokio::time::sleep(self.takes).await;
+            }
             if self
                 .fail
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -392,6 +404,7 @@ mod tests {
     struct Harness {
         tx: Tx,
         calls: tmpsc::UnboundedReceiver<Vec<String>>,
+        kinds: Arc<std::sync::Mutex<Vec<SyncKind>>>,
         metrics: Arc<Metrics>,
         ready: watch::Receiver<bool>,
         own: watch::Receiver<Option<NodeLite>>,
@@ -403,7 +416,16 @@ mod tests {
     }
 
     fn start_with_kicks(fail: usize, kicks: impl Stream<Item = ()> + Send + 'static) -> Harness {
+        start_with(fail, Duration::ZERO, kicks)
+    }
+
+    fn start_with(
+        fail: usize,
+        takes: Duration,
+        kicks: impl Stream<Item = ()> + Send + 'static,
+    ) -> Harness {
         let (tx, rx) = mpsc::unbounded();
+        let kinds = Arc::default();
         let (calls_tx, calls) = tmpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
         let (ready_tx, ready) = watch::channel(false);
@@ -411,12 +433,15 @@ mod tests {
         let r = Reconciler {
             datapath: Fake {
                 calls: calls_tx,
+                kinds: Arc::clone(&kinds),
                 fail: AtomicUsize::new(fail),
+                takes,
             },
             node_name: "me".into(),
             pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
             metrics: metrics.clone(),
             debounce: Duration::from_millis(100),
+            max_window: MAX_WINDOW,
             resync: Duration::from_secs(60),
             own_node: own_tx,
             ready: ready_tx,
@@ -426,6 +451,7 @@ mod tests {
         Harness {
             tx,
             calls,
+            kinds,
             metrics,
             ready,
             own,
@@ -575,6 +601,105 @@ mod tests {
         h.ready.wait_for(|r| *r).await.unwrap();
         assert_eq!(h.metrics.reconciles(), (1, 2));
         assert_eq!(h.metrics.errors(ErrorKind::Sync), 2);
+    }
+
+    fn kinds(h: &Harness) -> Vec<SyncKind> {
+        std::mem::take(&mut *h.kinds.lock().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn node_changes_sync_incrementally_repairs_resyncs_and_retries_in_full() {
+        let (kick, kicks) = mpsc::unbounded::<()>();
+        let mut h = start_with(0, Duration::ZERO, kicks);
+        assert_eq!(list(&mut h, vec![node("a", 2, "1")]).await, ["a"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        send(&h, watcher::Event::Apply(node("b", 3, "1")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a", "b"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        kick.unbounded_send(()).unwrap();
+        h.calls.recv().await.unwrap();
+        // The periodic resync, 60 s after the start.
+        h.calls.recv().await.unwrap();
+        assert_eq!(
+            kinds(&h),
+            [
+                SyncKind::Incremental, // the list (the datapath dumps: nothing known yet)
+                SyncKind::Incremental,
+                SyncKind::Full,
+                SyncKind::Full,
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_sync_is_retried_in_full() {
+        let mut h = start(1);
+        assert_eq!(list(&mut h, vec![node("a", 2, "1")]).await, ["a"]);
+        send(&h, watcher::Event::Apply(node("b", 3, "1")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a", "b"]);
+        assert_eq!(kinds(&h), [SyncKind::Incremental, SyncKind::Full]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_during_a_sync_are_folded_into_the_next() {
+        let mut h = start_with(0, Duration::from_millis(50), futures::stream::pending());
+        assert!(list(&mut h, vec![]).await.is_empty());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t0 = Instant::now();
+        send(&h, watcher::Event::Apply(node("a", 2, "1")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a"]);
+        assert_eq!(t0.elapsed(), Duration::ZERO, "leading edge");
+        // The sync runs for 50 ms; two changes arrive meanwhile.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        send(&h, watcher::Event::Apply(node("b", 3, "1")));
+        send(&h, watcher::Event::Apply(node("c", 4, "1")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_millis(150),
+            "one sync for both, a window after the running one ended"
+        );
+        assert_eq!(synced_within(&mut h, Duration::from_secs(10)).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn five_thousand_changes_over_twelve_seconds_cost_at_most_ten_syncs() {
+        let mut h = start_with(0, Duration::from_millis(20), futures::stream::pending());
+        let nodes: Vec<SlimNode> = (0..5000u32)
+            .map(|i| node(&format!("n{i:04}"), (i % 250) as u8 + 2, "1"))
+            .collect();
+        assert_eq!(list(&mut h, nodes).await.len(), 5000);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let metrics_before = h.metrics.reconciles().0;
+        // Every Node changes once (a new resourceVersion and MAC), one every 2.4 ms.
+        let t0 = Instant::now();
+        for i in 0..5000u32 {
+            let mut n = node(&format!("n{i:04}"), (i % 250) as u8 + 2, "2");
+            n.metadata.annotations.as_mut().unwrap().insert(
+                ann::VTEP_MAC.into(),
+                format!("02:00:00:01:{:02x}:{:02x}", i >> 8, i & 0xff),
+            );
+            send(&h, watcher::Event::Apply(n));
+            tokio::time::sleep(Duration::from_micros(2400)).await;
+        }
+        let burst = t0.elapsed();
+        // Wait for the schedule to settle: no sync for 10 s.
+        while synced_within(&mut h, Duration::from_secs(10))
+            .await
+            .is_some()
+        {}
+        let syncs = h.metrics.reconciles().0 - metrics_before;
+        let kinds = kinds(&h);
+        assert!(syncs <= 10, "{syncs} syncs for the burst");
+        assert!(
+            syncs >= 3,
+            "{syncs}: the burst was not coalesced into one sync at its end"
+        );
+        assert!(burst >= Duration::from_secs(12));
+        assert!(
+            kinds[1..].iter().all(|k| *k == SyncKind::Incremental),
+            "{kinds:?}"
+        );
     }
 
     fn cidrs(list: &[&str]) -> Vec<IpNet> {

@@ -214,7 +214,11 @@ async fn agent(
         ifindex: datapath.ifindex(),
         own_port: own_port.ok(),
     };
-    let _kernel_watch = match kernel_watch::subscribe(filter, kick_tx) {
+    let _kernel_watch = match kernel_watch::subscribe_with_intent(
+        filter,
+        datapath.fdb_intent(),
+        kick_tx,
+    ) {
         Ok(watch) => Some(AbortOnDrop(tokio::spawn(watch))),
         Err(e) => {
             tracing::warn!(error = %e, "cannot subscribe to kernel notifications; hand-made changes are repaired at the periodic resync only");
@@ -232,6 +236,7 @@ async fn agent(
         node_name: node_name.to_owned(),
         metrics,
         debounce: opts.debounce,
+        max_window: crate::reconcile::MAX_WINDOW.max(opts.debounce),
         resync: opts.resync_interval,
         own_node: own_tx,
         ready: ready_tx,
