@@ -2,7 +2,8 @@
 //!
 //! * Convergence: in a throwaway netns, the time [`Datapath::sync`] takes to program N
 //!   remote nodes from nothing (N = 100, 1000, 5000) and one changed node at 5000, against
-//!   the same entries written by `ip -batch` / `bridge -batch` (the floor).
+//!   the same entries written by `ip -batch` / `bridge -batch` (the floor); and the one
+//!   change again by an incremental sync (no dump), as a Node change triggers it.
 //! * Throughput: iperf3, one TCP stream, pod to pod across two netns "nodes" through
 //!   weft's datapath vs the same topology built by hand with `ip`, alternating A B A B;
 //!   plus the plain underlay veth. Medians, and the median of the per-pair ratios.
@@ -33,7 +34,7 @@ use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
-use weft_agent::datapath::{Datapath, DatapathConfig};
+use weft_agent::datapath::{Datapath, DatapathConfig, SyncKind};
 use weft_agent::peers::Peer;
 use weft_common::annotations::{Mac, Vtep};
 use weft_common::netns::Netns;
@@ -213,6 +214,8 @@ fn batch_files(peers: &[Peer], dir: &Path) -> Result<[std::path::PathBuf; 3]> {
 struct Convergence {
     program_ms: Vec<(u32, f64, f64)>,
     one_change_ms: f64,
+    /// The same change by an incremental sync (what a Node change triggers): no dump.
+    one_change_incremental_ms: f64,
 }
 
 /// Times weft's sync against the `ip -batch` floor, alternating, in one netns.
@@ -274,10 +277,27 @@ fn convergence(prefix: &str, dir: &Path) -> Result<Convergence> {
         }
         let one_change_ms = median(&mut one);
         eprintln!("one change at N=5000: {one_change_ms:.2} ms (median of 7)");
+        let refs: Vec<&Peer> = peers.iter().collect();
+        dp.sync_kind(&refs, SyncKind::Full).await?;
+        let mut one = Vec::new();
+        for round in 8..=14u8 {
+            peers[2500] = synthetic_peer(2501, round);
+            let refs: Vec<&Peer> = peers.iter().collect();
+            let t = Instant::now();
+            let s = dp.sync_kind(&refs, SyncKind::Incremental).await?;
+            one.push(ms(t.elapsed()));
+            assert!(!s.full, "an incremental sync dumped");
+            assert_eq!((s.added, s.updated, s.removed), (1, 1, 1));
+        }
+        let one_change_incremental_ms = median(&mut one);
+        eprintln!(
+            "one change at N=5000, incremental: {one_change_incremental_ms:.2} ms (median of 7)"
+        );
         dp.sync(&[]).await?;
         Ok(Convergence {
             program_ms: program,
             one_change_ms,
+            one_change_incremental_ms,
         })
     })?;
     drop(nss);
@@ -787,6 +807,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Convergence {
             program_ms: Vec::new(),
             one_change_ms: f64::NAN,
+            one_change_incremental_ms: f64::NAN,
         }
     } else {
         convergence(&prefix, dir.path())?
@@ -823,6 +844,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "n5000_program_ms": r2(w5000), "n5000_floor_ms": r2(f5000),
         "n5000_vs_floor": r2(w5000 / f5000),
         "one_change_ms": r2(conv.one_change_ms),
+        "one_change_incremental_ms": r2(conv.one_change_incremental_ms),
         "rss_mb_5000": rss.map(r2),
         "throughput_gbps": tp.as_ref().map(|t| r2(t.weft)),
         "handbuilt_gbps": tp.as_ref().map(|t| r2(t.handbuilt)),
