@@ -328,7 +328,7 @@ mod tests {
     /// remote of an AF_BRIDGE message comes out as raw bytes).
     fn fdb_msg(new: bool, mac: [u8; 6], dst: [u8; 4]) -> NetlinkPayload<RouteNetlinkMessage> {
         use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
-        use rtnetlink::packet_core::{Emitable, NetlinkDeserializable};
+        use rtnetlink::packet_core::Emitable;
         let mut n = neigh(7, NeighbourState::Other(0xc0), AddressFamily::Bridge);
         n.attributes
             .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));

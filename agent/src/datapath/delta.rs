@@ -171,11 +171,11 @@ mod tests {
     /// address (every fifth) and its pod CIDR (every seventh); peers divisible by 11 have
     /// an IPv6 CIDR too.
     fn peer(k: u32, gen: u32) -> Peer {
-        let shift = |every: u32| if k % every == 0 { gen } else { 0 };
+        let shift = |every: u32| if k.is_multiple_of(every) { gen } else { 0 };
         let third = (k + 100 * shift(7)) % 250 + 2;
         let second = (k + 100 * shift(7)) / 250;
         let mut pod_cidrs = vec![net(&format!("10.{}.{third}.0/24", 100 + second))];
-        if k % 11 == 0 {
+        if k.is_multiple_of(11) {
             pod_cidrs.push(net(&format!("fd00:10:{second:x}:{third:x}::/64")));
         }
         let m = k + 7919 * shift(3);
