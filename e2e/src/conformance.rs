@@ -198,38 +198,23 @@ fn build() -> Result<PathBuf> {
 }
 
 /// Imports the test images into every node's containerd, once per image build (a marker
-/// in the node's directory remembers the tarball's stamp).
+/// in each node's directory remembers the tarball's stamp).
 fn import_images(layout: &Layout, tar: &Path) -> Result<()> {
     let stamp = std::fs::read_to_string(tar.with_extension("tar.stamp")).unwrap_or_default();
-    let runtime = Containerd::find()?;
-    let nodes = cluster::down::discover_nodes(layout);
+    let marker = |n: &cluster::NodeSpec| layout.node_dir(&n.name).join("test-images.stamp");
+    let todo: Vec<cluster::NodeSpec> = cluster::down::discover_nodes(layout)
+        .into_iter()
+        .filter(|n| std::fs::read_to_string(marker(n)).map_or(true, |m| m != stamp))
+        .collect();
     let t = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                let runtime = &runtime;
-                let stamp = &stamp;
-                s.spawn(move || -> Result<()> {
-                    let marker = layout.node_dir(&n.name).join("test-images.stamp");
-                    if std::fs::read_to_string(&marker).is_ok_and(|m| &m == stamp) {
-                        return Ok(());
-                    }
-                    cluster::images::import(layout, n, runtime, &[tar.to_path_buf()])?;
-                    std::fs::write(&marker, stamp)?;
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("import thread panicked")?;
-        }
-        Ok(())
-    })?;
+    cluster::images::import_all(layout, &todo, &Containerd::find()?, &[tar.to_path_buf()])?;
+    for n in &todo {
+        std::fs::write(marker(n), &stamp)?;
+    }
     tracing::info!(
-        nodes = nodes.len(),
+        nodes = todo.len(),
         secs = t.elapsed().as_secs_f64(),
-        "test images in every node"
+        "test images imported"
     );
     Ok(())
 }

@@ -55,7 +55,7 @@ pub fn run_down() -> Result<()> {
             // goes now.
             let _ = ip(&["link", "del", &n.veth()]);
         } else {
-            clean_host_network();
+            clean_host_network(&layout, n);
         }
         remove_cgroups(n);
         tracing::info!(node = %n.name, secs = started.elapsed().as_secs_f64(), "node removed");
@@ -128,54 +128,45 @@ pub fn discover_nodes(layout: &Layout) -> Vec<NodeSpec> {
 }
 
 /// What the control-plane node's daemons left in the host's network namespace, which
-/// `down` cannot simply delete: the devices weft's agent made there (marked with its
-/// alias), weft's routes (protocol 87), the agent's and kube-proxy's nftables tables,
-/// weft's iptables FORWARD accepts and the kubelet's empty marker chains. Only names weft,
-/// kube-proxy and the kubelet own are touched.
-fn clean_host_network() {
-    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
-        for e in rd.flatten() {
-            let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
-            if alias.trim() == weft_common::bridge::OWNER_ALIAS {
-                let _ = ip(&["link", "del", &e.file_name().to_string_lossy()]);
-            }
+/// `down` cannot simply delete. weft's own (its devices, routes, nftables table and
+/// iptables FORWARD accepts) goes by the agent's code, as `weft-agent cleanup` does;
+/// then kube-proxy's and the portmap plugin's nftables tables and the kubelet's empty
+/// marker chains. Only names weft, kube-proxy, portmap and the kubelet own are touched.
+fn clean_host_network(layout: &Layout, node: &NodeSpec) {
+    let subnet_file = layout.node_dir(&node.name).join("root/run/weft/subnet.env");
+    let weft = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let (conn, handle, _) = rtnetlink::new_connection()?;
+                tokio::spawn(conn);
+                let conf = weft_common::netconf::NetConf::default();
+                weft_agent::datapath::cleanup(&handle, &conf, &subnet_file).await?;
+                Ok(())
+            })
+        });
+    if let Err(e) = weft {
+        tracing::warn!(error = %e, "cleaning up weft's datapath on the host");
+    }
+    if let Err(e) = weft_agent::iptables::remove() {
+        tracing::warn!(error = %e, "removing weft's iptables FORWARD accepts on the host");
+    }
+    // kube-proxy's tables, and those of the CNI portmap plugin that weft's conflist
+    // chains (run for the node's pods, it programs the host side: the host's netns).
+    for family in ["ip", "ip6"] {
+        for table in ["kube-proxy", "cni_hostport"] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family, table])
+                .output();
         }
-    }
-    for family in ["-4", "-6"] {
-        let _ = Command::new("ip")
-            .args([family, "route", "flush", "proto", "87"])
-            .output();
-    }
-    for (family, table) in [
-        ("inet", "weft"),
-        ("inet", "weft-policy"),
-        ("ip", "kube-proxy"),
-        ("ip6", "kube-proxy"),
-    ] {
-        let _ = Command::new("nft")
-            .args(["delete", "table", family, table])
-            .output();
     }
     for tool in ["iptables", "ip6tables"] {
         // The kubelet's marker chains (empty; it makes them in every table it checks).
         for table in ["mangle", "nat", "filter"] {
             for chain in ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"] {
                 let _ = Command::new(tool).args(["-t", table, "-X", chain]).output();
-            }
-        }
-        let Ok(out) = Command::new(tool).args(["-S", "FORWARD"]).output() else {
-            continue;
-        };
-        for rule in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(rest) = rule.strip_prefix("-A FORWARD ") else {
-                continue;
-            };
-            let args: Vec<&str> = rest.split_whitespace().collect();
-            if args.windows(2).any(|w| w == ["--comment", "weft"]) {
-                let _ = Command::new(tool)
-                    .args(["-D", "FORWARD"])
-                    .args(args.iter().map(|a| a.trim_matches('"')))
-                    .output();
             }
         }
     }

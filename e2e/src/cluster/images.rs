@@ -120,3 +120,22 @@ pub fn import(
     }
     Ok(())
 }
+
+/// Imports the tarballs into every node's containerd, the nodes in parallel.
+pub fn import_all(
+    layout: &Layout,
+    nodes: &[NodeSpec],
+    runtime: &Containerd,
+    tars: &[PathBuf],
+) -> Result<()> {
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|n| s.spawn(move || import(layout, n, runtime, tars)))
+            .collect();
+        for h in handles {
+            h.join().expect("import thread panicked")?;
+        }
+        Ok(())
+    })
+}

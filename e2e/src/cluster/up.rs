@@ -178,16 +178,7 @@ fn up(opts: &Options) -> Result<()> {
     if let Some(h) = weft_image {
         tars.push(h.join().expect("image thread panicked")?);
     }
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = nodes
-            .iter()
-            .map(|n| s.spawn(|| images::import(&layout, n, &runtime, &tars)))
-            .collect();
-        for h in handles {
-            h.join().expect("import thread panicked")?;
-        }
-        Ok(())
-    })?;
+    images::import_all(&layout, &nodes, &runtime, &tars)?;
     tracing::info!(secs = started.elapsed().as_secs_f64(), "images imported");
 
     for n in &nodes {
