@@ -106,13 +106,7 @@ if ! fresh "$OUT/test-images.tar" "$img_hash"; then
     "$ROOT/scripts/start-docker.sh" 9>&-
     docker=/usr/bin/docker
     [[ -x $docker ]] || docker=docker
-    mirror=${WEFT_DEBIAN_MIRROR:-}
-    if [[ -z $mirror ]]; then
-        mirror=$( { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
-                    grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-                        | awk '{print $2}'; } 2>/dev/null | grep -E '/debian/?$' | head -n1 || true)
-    fi
-    [[ -n $mirror ]] || die "no Debian mirror found in /etc/apt; set WEFT_DEBIAN_MIRROR"
+    mirror=$("$ROOT/scripts/debian-mirror.sh") || die "no Debian mirror"
     command -v debootstrap >/dev/null || die "debootstrap missing (scripts/install-deps.sh)"
     ctx=$(mktemp -d "$OUT/ctx.XXXXXX")
     trap 'rm -rf "$ctx"' EXIT

@@ -51,15 +51,7 @@ done
 # --- 2. base image ---------------------------------------------------------------------
 suite=bookworm
 packages=nftables,iptables
-mirror=${WEFT_DEBIAN_MIRROR:-}
-if [[ -z $mirror ]]; then
-    mirror=$( { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-                    | awk '{print $2}'
-                grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-                    | awk '{print $2}'; } 2>/dev/null \
-              | grep -E '/debian/?$' | head -n1 || true)
-fi
-[[ -n $mirror ]] || { log "no Debian mirror found in /etc/apt; set WEFT_DEBIAN_MIRROR"; exit 1; }
+mirror=$("$root/scripts/debian-mirror.sh")
 
 # The recipe's hash names the base: change the recipe, get a new base.
 recipe="suite=$suite variant=minbase packages=$packages prune=v1"
