@@ -7,7 +7,8 @@
 //! first scrape on.
 
 use std::hash::Hash;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::encoding::{text, EncodeLabelSet};
@@ -39,14 +40,17 @@ pub enum ErrorKind {
     Publish,
     /// Setting the NetworkUnavailable condition.
     Condition,
+    /// Programming the NetworkPolicy table.
+    Policy,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 4] = [
+    const ALL: [ErrorKind; 5] = [
         ErrorKind::Watch,
         ErrorKind::Sync,
         ErrorKind::Publish,
         ErrorKind::Condition,
+        ErrorKind::Policy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Sync => "sync",
             ErrorKind::Publish => "publish",
             ErrorKind::Condition => "condition",
+            ErrorKind::Policy => "policy",
         }
     }
 }
@@ -89,6 +94,12 @@ struct SourceLabel {
     source: &'static str,
 }
 
+/// `weft_agent_policy_dropped_packets_total{direction}`: `ingress` or `egress`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
 const OK: ResultLabel = ResultLabel { result: "ok" };
 const ERROR: ResultLabel = ResultLabel { result: "error" };
 const FOREIGN: SourceLabel = SourceLabel { source: "foreign" };
@@ -109,6 +120,34 @@ pub struct Metrics {
     rejected: Family<ReasonLabel, Gauge>,
     /// The VXLAN filter's drop counters, mirrored from the kernel's (set, not added to).
     vxlan_dropped: Family<SourceLabel, Counter>,
+    policy: PolicyMetrics,
+    /// Readiness is the datapath's first sync, and with NetworkPolicy on, the policy
+    /// table's first programming too.
+    datapath_ready: AtomicBool,
+    policy_required: AtomicBool,
+    policy_ready: AtomicBool,
+}
+
+/// The NetworkPolicy table's figures.
+#[derive(Debug, Default)]
+struct PolicyMetrics {
+    policies: Gauge,
+    rules: Gauge,
+    set_elements: Gauge,
+    problems: Gauge,
+    syncs: Family<ResultLabel, Counter>,
+    apply_seconds: Gauge<f64, AtomicU64>,
+    dropped: Family<DirectionLabel, Counter>,
+}
+
+/// The outcome of one NetworkPolicy table update, as the metrics need it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyCounts {
+    /// Policies selecting a pod of this node (a policy with both directions counts once).
+    pub policies: usize,
+    pub rules: usize,
+    pub set_elements: usize,
+    pub problems: usize,
 }
 
 /// The outcome of one datapath sync, as the metrics need it.
@@ -132,6 +171,16 @@ impl Default for Metrics {
             errors: with_series(ErrorKind::ALL.map(|k| KindLabel { kind: k.as_str() })),
             rejected: with_series(Reason::ALL.map(|r| ReasonLabel { reason: r.as_str() })),
             vxlan_dropped: with_series([FOREIGN, FROM_PODS]),
+            policy: PolicyMetrics {
+                syncs: with_series([OK, ERROR]),
+                dropped: with_series(
+                    ["ingress", "egress"].map(|direction| DirectionLabel { direction }),
+                ),
+                ..PolicyMetrics::default()
+            },
+            datapath_ready: AtomicBool::new(false),
+            policy_required: AtomicBool::new(false),
+            policy_ready: AtomicBool::new(false),
         }
         .register()
     }
@@ -164,7 +213,8 @@ impl Metrics {
         );
         r.register(
             "weft_agent_ready",
-            "1 once the datapath is programmed and the subnet file written",
+            "1 once the datapath is programmed and the subnet file written (and, with \
+             NetworkPolicy on, the policy table)",
             self.ready.clone(),
         );
         r.register(
@@ -204,6 +254,43 @@ impl Metrics {
             "VXLAN packets dropped by the source filter: from hosts that are no peer, \
              from pods",
             self.vxlan_dropped.clone(),
+        );
+        let p = &self.policy;
+        r.register(
+            "weft_agent_policy_policies",
+            "NetworkPolicies selecting a pod of this node",
+            p.policies.clone(),
+        );
+        r.register(
+            "weft_agent_policy_rules",
+            "Ingress and egress rules of those policies in the table",
+            p.rules.clone(),
+        );
+        r.register(
+            "weft_agent_policy_set_elements",
+            "Elements in the NetworkPolicy table's sets",
+            p.set_elements.clone(),
+        );
+        r.register(
+            "weft_agent_policy_problems",
+            "Parts of NetworkPolicies that cannot be enforced as written (see the Events)",
+            p.problems.clone(),
+        );
+        r.register(
+            "weft_agent_policy_syncs",
+            "NetworkPolicy table updates by result",
+            p.syncs.clone(),
+        );
+        r.register_with_unit(
+            "weft_agent_policy_last_apply",
+            "Duration of the last NetworkPolicy table update (compile, render, nft)",
+            Unit::Seconds,
+            p.apply_seconds.clone(),
+        );
+        r.register(
+            "weft_agent_policy_dropped_packets",
+            "Packets dropped by NetworkPolicy, by direction",
+            p.dropped.clone(),
         );
         self
     }
@@ -271,12 +358,64 @@ impl Metrics {
             .inc();
     }
 
+    /// The datapath's readiness (its first sync).
     pub fn set_ready(&self, ready: bool) {
+        self.datapath_ready.store(ready, Relaxed);
+        self.update_ready();
+    }
+
+    /// With NetworkPolicy on, readiness also waits for the policy table.
+    pub fn require_policy(&self) {
+        self.policy_required.store(true, Relaxed);
+        self.update_ready();
+    }
+
+    fn update_ready(&self) {
+        let ready = self.datapath_ready.load(Relaxed)
+            && (!self.policy_required.load(Relaxed) || self.policy_ready.load(Relaxed));
         self.ready.set(i64::from(ready));
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.get() != 0
+    }
+
+    /// One NetworkPolicy table update: `Ok` with what the table holds now.
+    pub fn record_policy_sync(&self, took: Duration, result: Result<PolicyCounts, ()>) {
+        let p = &self.policy;
+        p.apply_seconds.set(took.as_secs_f64());
+        match result {
+            Ok(c) => {
+                p.syncs.get_or_create(&OK).inc();
+                p.policies.set(saturating_i64(c.policies));
+                p.rules.set(saturating_i64(c.rules));
+                p.set_elements.set(saturating_i64(c.set_elements));
+                p.problems.set(saturating_i64(c.problems));
+                self.policy_ready.store(true, Relaxed);
+                self.update_ready();
+            }
+            Err(()) => {
+                p.syncs.get_or_create(&ERROR).inc();
+                self.error(ErrorKind::Policy);
+            }
+        }
+    }
+
+    /// The policy table's drop counters as read now: the counters take their values.
+    pub fn set_policy_drops(&self, ingress: u64, egress: u64) {
+        for (direction, n) in [("ingress", ingress), ("egress", egress)] {
+            self.policy
+                .dropped
+                .get_or_create(&DirectionLabel { direction })
+                .inner()
+                .store(n, Relaxed);
+        }
+    }
+
+    /// (ok, error) policy table updates so far.
+    pub fn policy_syncs(&self) -> (u64, u64) {
+        let s = &self.policy.syncs;
+        (s.get_or_create(&OK).get(), s.get_or_create(&ERROR).get())
     }
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {
@@ -334,6 +473,9 @@ mod tests {
             "weft_agent_errors_total{kind=\"condition\"}",
             "weft_agent_rejected_peers{reason=\"malformed\"}",
             "weft_agent_vxlan_dropped_packets_total{source=\"pod\"}",
+            "weft_agent_policy_syncs_total{result=\"error\"}",
+            "weft_agent_policy_dropped_packets_total{direction=\"egress\"}",
+            "weft_agent_policy_rules",
         ] {
             assert_eq!(value(&text, series), 0.0, "{series}");
         }
@@ -422,5 +564,40 @@ mod tests {
             value(&t, "weft_agent_rejected_peers{reason=\"malformed\"}"),
             1.0
         );
+    }
+
+    #[test]
+    fn policy_figures_and_readiness_waiting_for_the_table() {
+        let m = Metrics::default();
+        m.require_policy();
+        m.set_ready(true);
+        assert!(!m.is_ready(), "the policy table is not programmed yet");
+        m.record_policy_sync(Duration::from_millis(2), Err(()));
+        assert!(!m.is_ready());
+        let counts = PolicyCounts {
+            policies: 2,
+            rules: 5,
+            set_elements: 40,
+            problems: 1,
+        };
+        m.record_policy_sync(Duration::from_millis(4), Ok(counts));
+        assert!(m.is_ready());
+        assert_eq!(m.policy_syncs(), (1, 1));
+        assert_eq!(m.errors(ErrorKind::Policy), 1);
+        m.set_policy_drops(3, 8);
+        let t = m.render();
+        assert_eq!(value(&t, "weft_agent_policy_policies"), 2.0);
+        assert_eq!(value(&t, "weft_agent_policy_set_elements"), 40.0);
+        assert_eq!(value(&t, "weft_agent_policy_problems"), 1.0);
+        assert_eq!(value(&t, "weft_agent_policy_last_apply_seconds"), 0.004);
+        assert_eq!(
+            value(
+                &t,
+                "weft_agent_policy_dropped_packets_total{direction=\"ingress\"}"
+            ),
+            3.0
+        );
+        m.set_ready(false);
+        assert!(!m.is_ready());
     }
 }

@@ -165,7 +165,7 @@ pub struct Reconciler<S> {
     pub ready: watch::Sender<bool>,
     /// Receives each rejected peer once (when it first appears or its reason changes),
     /// for a Warning Event on that Node.
-    pub rejections: Option<tokio::sync::mpsc::Sender<Rejection>>,
+    pub rejections: Option<tokio::sync::mpsc::Sender<crate::events::Warning>>,
 }
 
 impl<S: PeerSync> Reconciler<S> {
@@ -347,7 +347,7 @@ impl<S: PeerSync> Reconciler<S> {
             tracing::warn!(node = %r.node, reason = r.reason.as_str(), detail = %r.detail,
                 "not routing to this node: it failed validation");
             if let Some(tx) = &self.rejections {
-                let _ = tx.try_send(r);
+                let _ = tx.try_send(r.into());
             }
         }
         *reported = now;

@@ -33,6 +33,7 @@ use crate::http::{self, HttpState};
 use crate::kernel_watch;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::nodes::{NodeLite, SlimNode};
+use crate::policy;
 use crate::publish;
 use crate::reconcile::{retry_delay, Reconciler};
 use crate::underlay::{self, Selection};
@@ -136,6 +137,19 @@ async fn agent(
 ) -> anyhow::Result<()> {
     let slim_nodes: Api<SlimNode> = Api::all(client.clone());
     let rejections = crate::events::spawn(client.clone(), node_name);
+    let policy = match conf.network_policy {
+        true => Some(start_policy(
+            client.clone(),
+            node_name,
+            opts,
+            &metrics,
+            &rejections,
+        )),
+        false => {
+            stop_policy().await;
+            None
+        }
+    };
     let nodes: Api<Node> = Api::all(client);
     let own = wait_for_pod_cidrs(&slim_nodes, node_name, &metrics).await?;
     tracing::info!(node = node_name, pod_cidrs = ?own.pod_cidrs, "Node has its pod CIDRs");
@@ -230,7 +244,7 @@ async fn agent(
     });
 
     let events = watcher(slim_nodes, node_watch_config()).default_backoff();
-    Reconciler {
+    let reconciler = Reconciler {
         pod_cidrs: datapath.config().pod_cidrs.clone(),
         datapath,
         node_name: node_name.to_owned(),
@@ -242,8 +256,53 @@ async fn agent(
         ready: ready_tx,
         rejections: Some(rejections),
     }
-    .run_with_kicks(events, kicks)
-    .await
+    .run_with_kicks(events, kicks);
+    match policy.map(AbortOnDrop) {
+        Some(mut policy) => tokio::select! {
+            result = reconciler => result,
+            result = &mut policy.0 => match result {
+                Ok(result) => result,
+                Err(e) => Err(anyhow::anyhow!("the NetworkPolicy loop failed: {e}")),
+            },
+        },
+        None => reconciler.await,
+    }
+}
+
+/// Starts the NetworkPolicy loop (readiness now waits for its first table). It runs
+/// from before the datapath is set up: a restarted agent has the table in place from
+/// its previous run, and the sooner it is current the better.
+fn start_policy(
+    client: Client,
+    node_name: &str,
+    opts: &Opts,
+    metrics: &Arc<Metrics>,
+    warnings: &tokio::sync::mpsc::Sender<crate::events::Warning>,
+) -> JoinHandle<anyhow::Result<()>> {
+    metrics.require_policy();
+    if let Err(e) = policy::watch::bridge_netfilter_on() {
+        metrics.error(ErrorKind::Policy);
+        tracing::error!(error = %e, "cannot turn on br_netfilter (is the module loaded? `modprobe br_netfilter` \
+            on the node): NetworkPolicy is not enforced between pods of this node, only across nodes");
+    }
+    let enforcer = policy::enforce::Enforcer {
+        node: node_name.to_owned(),
+        metrics: metrics.clone(),
+        warnings: Some(warnings.clone()),
+        resync: opts.resync_interval,
+    };
+    tracing::info!("NetworkPolicy enforcement on (table inet weft-policy)");
+    tokio::spawn(enforcer.run(policy::watch::watches(client)))
+}
+
+/// With NetworkPolicy off, a table left from when it was on would keep enforcing
+/// policies nobody updates: it goes.
+async fn stop_policy() {
+    match tokio::task::spawn_blocking(policy::table::remove).await {
+        Ok(Ok(())) => tracing::info!("NetworkPolicy enforcement off (networkPolicy: false)"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove the NetworkPolicy table"),
+        Err(e) => tracing::warn!(error = %e, "cannot remove the NetworkPolicy table"),
+    }
 }
 
 /// Watches the own Node until spec.podCIDRs is set (by kube-controller-manager

@@ -47,6 +47,10 @@ pub struct NetConf {
     pub bridge: String,
     #[serde(default = "default_device")]
     pub vxlan_device: String,
+    /// Enforce NetworkPolicy (nftables table `inet weft-policy`, needs br_netfilter for
+    /// traffic between pods of one node).
+    #[serde(default = "default_true")]
+    pub network_policy: bool,
 }
 
 fn default_v4_size() -> u8 {
@@ -85,6 +89,7 @@ impl Default for NetConf {
             masquerade: true,
             bridge: default_bridge(),
             vxlan_device: default_device(),
+            network_policy: true,
         }
     }
 }

@@ -302,7 +302,7 @@ fn proc_sys_net() -> std::path::PathBuf {
 
 /// Writes "1" to a net sysctl (`rel` below /proc/sys/net) unless it already holds it.
 /// The file belongs to the calling thread's network namespace.
-fn sysctl_on(rel: &str) -> Result<(), Error> {
+pub(crate) fn sysctl_on(rel: &str) -> Result<(), Error> {
     let path = proc_sys_net().join(rel);
     let path = path.as_path();
     let err = |source| Error::Sysctl {
@@ -626,8 +626,8 @@ impl Datapath {
 }
 
 /// Removes everything weft created in this network namespace: its routes (by protocol),
-/// the VXLAN device (with its neighbours and FDB entries), the bridge, the firewall table
-/// and the subnet file. What is already gone is skipped. Must run in that namespace (the
+/// the VXLAN device (with its neighbours and FDB entries), the bridge, the firewall and
+/// NetworkPolicy tables and the subnet file. What is already gone is skipped. Must run in that namespace (the
 /// handle's and the calling thread's).
 pub async fn cleanup(
     handle: &rtnetlink::Handle,
@@ -662,6 +662,7 @@ pub async fn cleanup(
         }
     }
     crate::firewall::remove()?;
+    crate::policy::table::remove()?;
     match std::fs::remove_file(subnet_file) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

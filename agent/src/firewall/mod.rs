@@ -17,7 +17,9 @@ use serde_json::Value;
 use crate::datapath::Error;
 pub use render::{TableSpec, FAMILY, KUBE_PROXY_MASQ_MARK, TABLE};
 
-fn run_nft(args: &[&str], input: Option<&Value>, op: &str) -> Result<Vec<u8>, Error> {
+/// Runs `nft` with `args` and `input` on its stdin, in the calling thread's netns; the
+/// error names `op` and carries nft's own message.
+pub(crate) fn run_nft(args: &[&str], input: Option<&[u8]>, op: &str) -> Result<Vec<u8>, Error> {
     let fail = |reason: String| Error::Firewall {
         op: op.into(),
         reason,
@@ -30,9 +32,9 @@ fn run_nft(args: &[&str], input: Option<&Value>, op: &str) -> Result<Vec<u8>, Er
         .spawn()
         .map_err(|e| fail(format!("cannot run nft: {e}")))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    if let Some(doc) = input {
+    if let Some(bytes) = input {
         stdin
-            .write_all(doc.to_string().as_bytes())
+            .write_all(bytes)
             .map_err(|e| fail(format!("writing to nft: {e}")))?;
     }
     drop(stdin);
@@ -50,7 +52,7 @@ fn run_nft(args: &[&str], input: Option<&Value>, op: &str) -> Result<Vec<u8>, Er
 }
 
 fn run_doc(doc: &Value, op: &str) -> Result<(), Error> {
-    run_nft(&["-j", "-f", "-"], Some(doc), op).map(|_| ())
+    run_nft(&["-j", "-f", "-"], Some(doc.to_string().as_bytes()), op).map(|_| ())
 }
 
 /// Brings the `inet weft` table to `spec` in the calling thread's network namespace,
@@ -163,8 +165,29 @@ impl PeerFilter {
 
 /// Reads the filter's named counters.
 pub fn read_drops() -> Result<Drops, Error> {
+    let mut drops = Drops::default();
+    for c in list_counters(FAMILY, TABLE)? {
+        match c.name.as_str() {
+            render::COUNTER_FOREIGN => drops.foreign = c.packets,
+            render::COUNTER_FROM_PODS => drops.from_pods = c.packets,
+            _ => {}
+        }
+    }
+    Ok(drops)
+}
+
+/// A named nftables counter's values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedCounter {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The named counters of a table (an error when the table is missing).
+pub(crate) fn list_counters(family: &str, table: &str) -> Result<Vec<NamedCounter>, Error> {
     let out = run_nft(
-        &["-j", "list", "counters", "table", FAMILY, TABLE],
+        &["-j", "list", "counters", "table", family, table],
         None,
         "list counters",
     )?;
@@ -172,21 +195,23 @@ pub fn read_drops() -> Result<Drops, Error> {
         op: "list counters".into(),
         reason: format!("nft printed no JSON: {e}"),
     })?;
-    Ok(parse_drops(&doc))
+    Ok(parse_counters(&doc))
 }
 
-fn parse_drops(doc: &Value) -> Drops {
-    let mut drops = Drops::default();
-    for item in doc["nftables"].as_array().into_iter().flatten() {
-        let c = &item["counter"];
-        let packets = c["packets"].as_u64().unwrap_or(0);
-        match c["name"].as_str() {
-            Some(render::COUNTER_FOREIGN) => drops.foreign = packets,
-            Some(render::COUNTER_FROM_PODS) => drops.from_pods = packets,
-            _ => {}
-        }
-    }
-    drops
+fn parse_counters(doc: &Value) -> Vec<NamedCounter> {
+    doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let c = &item["counter"];
+            Some(NamedCounter {
+                name: c["name"].as_str()?.to_owned(),
+                packets: c["packets"].as_u64().unwrap_or(0),
+                bytes: c["bytes"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -201,12 +226,16 @@ mod tests {
             {"counter": {"family": "inet", "name": "vxlan_dropped", "table": "weft", "handle": 3, "packets": 7, "bytes": 700}},
             {"counter": {"family": "inet", "name": "vxlan_from_pods_dropped", "table": "weft", "handle": 4, "packets": 2, "bytes": 90}},
         ]});
+        let counters = parse_counters(&doc);
+        assert_eq!(counters.len(), 2);
         assert_eq!(
-            parse_drops(&doc),
-            Drops {
-                foreign: 7,
-                from_pods: 2
+            counters[0],
+            NamedCounter {
+                name: "vxlan_dropped".into(),
+                packets: 7,
+                bytes: 700
             }
         );
+        assert_eq!((counters[1].packets, counters[1].bytes), (2, 90));
     }
 }

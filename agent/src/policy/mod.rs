@@ -8,17 +8,26 @@
 //! * [`render`]: the model -> [`render::Ruleset`], the `inet weft-policy` table as sets and
 //!   chains, and the `nft -f` script that installs it; [`diff`]: two rulesets -> the
 //!   element and chain changes between them, one transaction.
+//!
+//! And the I/O around it: [`watch`] (the pod, namespace and policy watches, projected
+//! by [`objects`] and gathered in [`inputs`]), [`enforce`] (the loop that keeps the
+//! table in step) and [`table`] (the kernel side, through `nft`).
 
 pub mod compile;
 pub mod diff;
+pub mod enforce;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod inputs;
 pub mod model;
+pub mod objects;
 pub mod ranges;
 pub mod render;
 pub mod rules;
 pub mod selector;
+pub mod table;
+pub mod watch;
 
 pub use compile::compile;
 pub use error::{Effect, PolicyError, Problem};

@@ -39,7 +39,8 @@ toJson: Helm reads YAML numbers as float64, which print as 1.6777215e+07 otherwi
   "port": {{ toJson $c.port }},
   "mtu": {{ toJson $c.mtu }},
   "directRouting": {{ toJson $c.directRouting }},
-  "masquerade": {{ toJson $c.masquerade }}
+  "masquerade": {{ toJson $c.masquerade }},
+  "networkPolicy": {{ toJson $c.networkPolicy }}
 {{- with $c.bridge }},
   "bridge": {{ toJson . }}
 {{- end }}

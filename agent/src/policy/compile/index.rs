@@ -15,8 +15,12 @@ pub(super) struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    pub fn new(pods: &'a [PodInfo], namespaces: &'a [NamespaceInfo], node: &'a str) -> Self {
-        let all: Vec<&PodInfo> = pods.iter().filter(|p| p.selectable()).collect();
+    pub fn new(
+        pods: impl IntoIterator<Item = &'a PodInfo>,
+        namespaces: impl IntoIterator<Item = &'a NamespaceInfo>,
+        node: &'a str,
+    ) -> Self {
+        let all: Vec<&PodInfo> = pods.into_iter().filter(|p| p.selectable()).collect();
         let mut by_namespace: BTreeMap<&str, Vec<&PodInfo>> = BTreeMap::new();
         for p in &all {
             by_namespace
@@ -28,7 +32,7 @@ impl<'a> Index<'a> {
             by_namespace,
             all,
             namespaces: namespaces
-                .iter()
+                .into_iter()
                 .map(|n| (n.name.as_str(), &n.labels))
                 .collect(),
             node,

@@ -25,11 +25,11 @@ use ports::NamedOn;
 
 /// Compiles the policies for the pods of `node`. Never fails: what cannot be compiled
 /// is left out in the way that allows less, and listed in [`RuleModel::problems`].
-pub fn compile(
-    policies: &[NetworkPolicy],
-    pods: &[PodInfo],
-    namespaces: &[NamespaceInfo],
-    node: &str,
+pub fn compile<'a>(
+    policies: impl IntoIterator<Item = &'a NetworkPolicy>,
+    pods: impl IntoIterator<Item = &'a PodInfo>,
+    namespaces: impl IntoIterator<Item = &'a NamespaceInfo>,
+    node: &'a str,
 ) -> RuleModel {
     let index = Index::new(pods, namespaces, node);
     let mut model = RuleModel::default();

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::firewall::NamedCounter;
+
 use super::{
     Chain, Ruleset, Set, COUNTER_EGRESS, COUNTER_INGRESS, ELEMENTS_PER_COMMAND, FAMILY, TABLE,
 };
@@ -10,12 +12,24 @@ use super::{
 impl Ruleset {
     /// The script that replaces the table with this one in one transaction.
     pub fn script(&self) -> String {
+        self.script_keeping(&[])
+    }
+
+    /// [`Ruleset::script`] with the drop counters starting from `counters` (as read
+    /// from the table being replaced), so a replacement does not reset them.
+    pub fn script_keeping(&self, counters: &[NamedCounter]) -> String {
         let mut s = String::new();
         for verb in ["add", "delete", "add"] {
             let _ = writeln!(s, "{verb} table {FAMILY} {TABLE}");
         }
         for counter in [COUNTER_INGRESS, COUNTER_EGRESS] {
-            let _ = writeln!(s, "add counter {FAMILY} {TABLE} {counter}");
+            let _ = write!(s, "add counter {FAMILY} {TABLE} {counter}");
+            match counters.iter().find(|c| c.name == counter) {
+                Some(c) => {
+                    let _ = writeln!(s, " {{ packets {} bytes {} }}", c.packets, c.bytes);
+                }
+                None => s.push('\n'),
+            }
         }
         for (name, set) in &self.sets {
             write_add_set(&mut s, name, set);

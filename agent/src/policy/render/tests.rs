@@ -268,3 +268,23 @@ fn a_policy_arriving_adds_its_chain_and_sets() {
         2
     );
 }
+
+#[test]
+fn a_replacement_keeps_the_drop_counters() {
+    let rs = Ruleset::default();
+    let kept = [crate::firewall::NamedCounter {
+        name: COUNTER_INGRESS.into(),
+        packets: 12,
+        bytes: 840,
+    }];
+    let script = rs.script_keeping(&kept);
+    assert!(
+        script.contains("add counter inet weft-policy ingress_dropped { packets 12 bytes 840 }\n"),
+        "{script}"
+    );
+    assert!(
+        script.contains("add counter inet weft-policy egress_dropped\n"),
+        "{script}"
+    );
+    assert_eq!(rs.script(), rs.script_keeping(&[]));
+}
