@@ -37,7 +37,7 @@ BASE_PACKAGES=systemd,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mo
 # kube-proxy's image and local-path-helper's: a shell and the firewall tools.
 SLIM_PACKAGES=nftables,iptables,conntrack
 # Bump to rebuild a stage when its recipe (the code below) changes.
-BASE_RECIPE=1
+BASE_RECIPE=2
 NODE_RECIPE=1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -120,6 +120,8 @@ fi
 "$ROOT/scripts/build-containerd.sh"
 coredns_bin=$("$ROOT/scripts/build-coredns.sh")
 "$ROOT/scripts/start-docker.sh" 9>&-
+# kind runs its build container and its nodes with `--privileged`: see the script.
+"$ROOT/scripts/build-kind-runtime.sh" 9>&-
 mirror=$("$ROOT/scripts/debian-mirror.sh") || die "no Debian mirror"
 command -v debootstrap >/dev/null || die "debootstrap missing (scripts/install-deps.sh)"
 K8SBIN=$CACHE/bin
@@ -183,7 +185,11 @@ if ((FORCE)) || ! $docker image inspect "$base" >/dev/null 2>&1; then
     # kind ships (ptp is kindnet's only; kindnet is not used with weft).
     install -m 0755 "$K8SBIN"/{containerd,containerd-shim-runc-v2,ctr} "$BIN/crictl" "$r/usr/local/bin/"
     install -m 0755 "$CNIBIN"/{host-local,loopback,portmap} "$r/opt/cni/bin/"
-    # What kind's Dockerfile does in its RUN steps.
+    # What kind's Dockerfile does in its RUN steps, and one change: hosts here lack
+    # CAP_SYS_RESOURCE, so nobody may lower an oom_score_adj and runc fails every pod
+    # asking for a lower one than containerd's ("can't get final child's PID from pipe:
+    # EOF"); restrict_oom_score_adj makes containerd clamp it (as kind does in a user
+    # namespace). Under kind's unit containerd runs at -999: no change on other hosts.
     chroot "$r" /bin/sh -euc '
         ctr oci spec \
             | jq ".hooks.createContainer[.hooks.createContainer | length] |= . + {\"path\": \"/kind/bin/mount-product-files.sh\"}" \
@@ -198,6 +204,9 @@ if ((FORCE)) || ! $docker image inspect "$base" >/dev/null 2>&1; then
             /lib/systemd/system/basic.target.wants/*
         echo ReadKMsg=no >>/etc/systemd/journald.conf
         ln -sf /usr/lib/systemd/systemd /sbin/init
+        # restrict_oom_score_adj: see above this chroot.
+        sed -i "s/restrict_oom_score_adj = false/restrict_oom_score_adj = true/" /etc/containerd/config.toml
+        grep -q "restrict_oom_score_adj = true" /etc/containerd/config.toml
         systemctl enable kubelet.service containerd.service undo-mount-hacks.service
         systemctl mask systemd-binfmt.service
     ' >&2
