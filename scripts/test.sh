@@ -44,4 +44,7 @@ cargo test -p weft-e2e --locked --test cluster -- --nocapture
 step "local cluster with Helm: up --helm, test, helm upgrade under a stream, uninstall"
 cargo test -p weft-e2e --locked --test helm -- local_cluster --nocapture
 
+step "kind: a kind cluster from images built here (scripts/build-kind.sh, cached), weft applied, the suite, delete"
+e2e/kind/run.sh
+
 printf '\n== all tests passed in %ss\n' "$(( $(date +%s) - t0 ))"

@@ -47,6 +47,8 @@ step_end() {
 }
 
 "$root/scripts/start-docker.sh"
+# Privileged containers on hosts without a full capability bounding set (README.md).
+"$root/scripts/build-kind-runtime.sh"
 docker=/usr/bin/docker
 [[ -x $docker ]] || docker=docker
 KIND=${KIND:-}
