@@ -146,7 +146,7 @@ async fn agent(
             &rejections,
         )),
         false => {
-            stop_policy().await;
+            stop_policy(opts).await;
             None
         }
     };
@@ -290,14 +290,19 @@ fn start_policy(
         metrics: metrics.clone(),
         warnings: Some(warnings.clone()),
         resync: opts.resync_interval,
+        gate: Some(weft_common::policy_gate::lock_path(&opts.subnet_file)),
     };
     tracing::info!("NetworkPolicy enforcement on (table inet weft-policy)");
     tokio::spawn(enforcer.run(policy::watch::watches(client)))
 }
 
 /// With NetworkPolicy off, a table left from when it was on would keep enforcing
-/// policies nobody updates: it goes.
-async fn stop_policy() {
+/// policies nobody updates: it goes, and so does the lock that gates new pods.
+async fn stop_policy(opts: &Opts) {
+    let lock = weft_common::policy_gate::lock_path(&opts.subnet_file);
+    if let Err(e) = weft_common::policy_gate::remove(&lock) {
+        tracing::warn!(lock = %lock.display(), error = %e, "cannot remove the NetworkPolicy lock file");
+    }
     match tokio::task::spawn_blocking(policy::table::remove).await {
         Ok(Ok(())) => tracing::info!("NetworkPolicy enforcement off (networkPolicy: false)"),
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove the NetworkPolicy table"),
@@ -437,6 +442,9 @@ pub async fn cleanup(opts: &Opts) -> anyhow::Result<()> {
         .await
         .context("cleaning up the datapath")?;
     let accepts = crate::iptables::remove().context("removing weft's iptables FORWARD accepts")?;
+    let lock = weft_common::policy_gate::lock_path(&opts.subnet_file);
+    weft_common::policy_gate::remove(&lock)
+        .with_context(|| format!("removing {}", lock.display()))?;
     tracing::info!(device = %conf.vxlan_device, bridge = %conf.bridge, subnet_file = %opts.subnet_file.display(), iptables_accepts = accepts, "cleaned up");
     Ok(())
 }

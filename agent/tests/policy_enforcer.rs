@@ -7,7 +7,8 @@
 //! change is an in-place update (the table keeps its handle); a hand edit is repaired by
 //! the next update or the periodic full replacement; a stopped agent leaves the table
 //! enforcing, and its successor keeps it until its own lists are complete, then replaces
-//! it in one transaction.
+//! it in one transaction. The CNI plugin's gate opens with the first table and shuts
+//! when the agent stops.
 
 mod datapath_support;
 
@@ -24,6 +25,7 @@ use weft_agent::metrics::Metrics;
 use weft_agent::policy::enforce::Enforcer;
 use weft_agent::policy::inputs::Input;
 use weft_agent::policy::objects::{SlimNamespace, SlimPod};
+use weft_common::policy_gate::{self, Gate};
 
 const NODE: &str = "n1";
 const WAIT: Duration = Duration::from_secs(10);
@@ -38,7 +40,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(ns: &str, resync: Duration) -> Running {
+    fn start(ns: &str, resync: Duration, gate: Option<std::path::PathBuf>) -> Running {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
         let enforcer = Enforcer {
@@ -46,6 +48,7 @@ impl Running {
             metrics: metrics.clone(),
             warnings: None,
             resync,
+            gate,
         };
         let thread = in_netns(ns, move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -179,8 +182,12 @@ fn the_loop_programs_updates_repairs_and_hands_over_without_a_window() {
     let web = || pod("web", NODE, "10.244.1.2", "web");
     let client = |app| pod("client", "n2", "10.244.2.7", app);
 
-    // Before the policy list is complete, nothing is loaded.
-    let first = Running::start(&ns, Duration::from_secs(3600));
+    // Before the policy list is complete, nothing is loaded, and the CNI plugin's gate
+    // stays shut.
+    let dir = tempfile::tempdir().unwrap();
+    let lock = policy_gate::lock_path(&dir.path().join("subnet.env"));
+    std::fs::write(&lock, "").unwrap();
+    let first = Running::start(&ns, Duration::from_secs(3600), Some(lock.clone()));
     first.send(Input::Pod(Event::InitApply(web())));
     first.send(Input::Pod(Event::InitDone));
     first.send(Input::Namespace(Event::InitDone));
@@ -199,6 +206,7 @@ fn the_loop_programs_updates_repairs_and_hands_over_without_a_window() {
     assert_eq!(elements(&doc, "isolated.in4"), ["10.244.1.2"]);
     assert_eq!(elements(&doc, ".peers4"), ["10.244.2.7"]);
     let handle = table_handle(&doc);
+    assert_eq!(policy_gate::probe(&lock).unwrap(), Gate::Enforced);
 
     // The client relabelled out of the peers: an update in place.
     let before = first.syncs();
@@ -250,14 +258,15 @@ fn the_loop_programs_updates_repairs_and_hands_over_without_a_window() {
     );
     first.send(Input::Pod(Event::Apply(client("client"))));
 
-    // The agent stops: the table stays and keeps enforcing.
+    // The agent stops: the table stays and keeps enforcing; new pods wait.
     first.stop();
+    assert_eq!(policy_gate::probe(&lock).unwrap(), Gate::NotEnforced);
     let doc = table(&ns).expect("the table outlives the agent");
     assert_eq!(elements(&doc, "isolated.in4"), ["10.244.1.2"]);
 
     // Its successor, with the policy deleted meanwhile: until its policy list is
     // complete the old table stands untouched; then it is replaced whole.
-    let second = Running::start(&ns, Duration::from_millis(500));
+    let second = Running::start(&ns, Duration::from_millis(500), None);
     second.send(Input::Pod(Event::InitApply(web())));
     second.send(Input::Pod(Event::InitDone));
     second.send(Input::Namespace(Event::InitDone));

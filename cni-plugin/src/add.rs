@@ -15,12 +15,32 @@ use crate::spec::error::{self as code, CniError};
 use crate::spec::result::{CniResult, Interface, IpConfig, Route};
 use crate::spec::{Env, NetConf};
 
+/// With NetworkPolicy on, a pod gets its network only while the agent enforces it
+/// (see [`weft_common::policy_gate`]); the runtime retries the sandbox until then.
+fn policy_gate(subnet_file: &Path) -> Result<(), CniError> {
+    use weft_common::policy_gate::{lock_path, probe, Gate};
+    let lock = lock_path(subnet_file);
+    match probe(&lock) {
+        Ok(Gate::PolicyOff | Gate::Enforced) => Ok(()),
+        Ok(Gate::NotEnforced) => Err(CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!(
+                "NetworkPolicy is on but weft-agent does not enforce it on this node yet (not running, or its \
+                 first policy table is not loaded; {} is not held): the pod gets its network once it does",
+                lock.display()
+            ),
+        )),
+        Err(e) => Err(CniError::io(format!("the NetworkPolicy lock {}", lock.display()), e)),
+    }
+}
+
 pub fn run(env: &Env, conf: &NetConf) -> Result<serde_json::Value, CniError> {
     let netns_path = env
         .netns
         .as_deref()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "is required for ADD"))?;
     let subnet = NodeSubnet::read(&conf.subnet_file)?;
+    policy_gate(&conf.subnet_file)?;
     let netns = Netns::open(netns_path)?;
     let owner = Owner::new(&env.container_id, &env.ifname);
     let requested = requested_ips(env, conf)?;

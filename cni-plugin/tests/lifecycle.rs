@@ -419,3 +419,39 @@ fn add_creates_or_repairs_the_bridge() {
         .status
         .success());
 }
+
+#[test]
+fn add_waits_while_network_policy_is_not_enforced() {
+    use weft_common::policy_gate;
+    if !require_root("policy gate") {
+        return;
+    }
+    let net = Net::new(10, 24);
+    let ns = Ns::new();
+    let env = [
+        ("CNI_CONTAINERID", "gated"),
+        ("CNI_NETNS", ns.path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let lock = policy_gate::lock_path(&net.subnet_file);
+    // Policy on (the lock file exists) and no agent holding it: try again later, with
+    // nothing reserved.
+    std::fs::write(&lock, "").unwrap();
+    let msg = run("ADD", &net.conf("1.1.0"), &env).err(11);
+    assert!(msg.contains("does not enforce it"), "{msg}");
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+    // The agent holds it: the pod gets its network.
+    let held = policy_gate::hold(&lock).unwrap();
+    net.add("1.1.0", "gated", &ns, "eth0");
+    // The agent gone: the next pod waits again; the first one's teardown does not.
+    drop(held);
+    let ns2 = Ns::new();
+    let env2 = [
+        ("CNI_CONTAINERID", "gated2"),
+        ("CNI_NETNS", ns2.path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    run("ADD", &net.conf("1.1.0"), &env2).err(11);
+    run("DEL", &net.conf("1.1.0"), &env).ok_empty();
+    assert!(net.allocated().is_empty(), "{:?}", net.allocated());
+}

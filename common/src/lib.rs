@@ -7,6 +7,8 @@
 //! * [`netns`]: run code inside a network namespace on a dedicated OS thread.
 //! * [`bridge`]: make sure the node bridge exists with its gateway and MTU.
 //! * [`fsutil`]: read a small file with a size cap (`read_to_string_bounded`).
+//! * [`policy_gate`]: the lock by which the agent tells the CNI plugin that it enforces
+//!   NetworkPolicy.
 //! * `http_serve` (feature `http`): the slowloris-proof HTTP server of the agent and the
 //!   controller.
 
@@ -18,6 +20,7 @@ pub mod fsutil;
 pub mod http_serve;
 pub mod netconf;
 pub mod netns;
+pub mod policy_gate;
 pub mod subnet_file;
 
 pub use error::Error;

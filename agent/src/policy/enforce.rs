@@ -13,6 +13,7 @@
 //! a load failed, so hand edits and lost state are repaired.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ pub struct Enforcer {
     pub warnings: Option<mpsc::Sender<Warning>>,
     /// Full replacement of the table this often.
     pub resync: Duration,
+    /// The lock held from the first complete table on ([`weft_common::policy_gate`]):
+    /// until then the CNI plugin gives no pod a network.
+    pub gate: Option<PathBuf>,
 }
 
 /// What one table update did.
@@ -56,6 +60,7 @@ impl Enforcer {
         S: Stream<Item = Result<Input, watcher::Error>>,
     {
         let mut inputs = std::pin::pin!(inputs);
+        let mut held: Option<weft_common::policy_gate::Held> = None;
         let mut state = Inputs::default();
         let mut applied: Option<Ruleset> = None;
         let mut reported: BTreeSet<String> = BTreeSet::new();
@@ -98,7 +103,12 @@ impl Enforcer {
             }
             dirty = false;
             match self.sync(&state, &mut applied, &mut reported).await {
-                Ok(_) => failures = 0,
+                Ok(_) => {
+                    failures = 0;
+                    if held.is_none() {
+                        held = self.hold_gate();
+                    }
+                }
                 Err(e) => {
                     failures += 1;
                     let delay = retry_delay(failures);
@@ -106,6 +116,24 @@ impl Enforcer {
                         "programming the NetworkPolicy table failed");
                     retry_at = Some(tokio::time::Instant::now() + delay);
                 }
+            }
+        }
+    }
+
+    /// Opens the gate for new pods; a failure (another agent holds it) is logged and
+    /// retried at the next update.
+    fn hold_gate(&self) -> Option<weft_common::policy_gate::Held> {
+        let path = self.gate.as_ref()?;
+        match weft_common::policy_gate::hold(path) {
+            Ok(h) => {
+                tracing::info!(lock = %path.display(), "NetworkPolicy table current; new pods may get their network");
+                Some(h)
+            }
+            Err(e) => {
+                self.metrics.error(ErrorKind::Policy);
+                tracing::error!(lock = %path.display(), error = %e,
+                    "cannot hold the NetworkPolicy lock (another weft-agent on this node?); the CNI plugin gives no new pod a network until it is held");
+                None
             }
         }
     }
