@@ -15,7 +15,7 @@ mod datapath_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datapath_support::{in_netns, must, poll, run, NetnsGuard};
+use datapath_support::{exec, in_netns, poll, NetnsGuard};
 use futures::StreamExt;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher::{self, Event};
@@ -129,19 +129,18 @@ fn list_all(r: &Running, pods: Vec<SlimPod>, policies: Vec<NetworkPolicy>) {
     r.send(Input::Policy(Event::InitDone));
 }
 
+/// `nft <args>` in `ns`, which must succeed.
+fn nft(ns: &str, args: &str) {
+    let out = exec(ns, &format!("nft {args}"));
+    assert!(
+        out.status.success(),
+        "nft {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn table(ns: &str) -> Option<Value> {
-    let out = run(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "nft",
-        "-j",
-        "list",
-        "table",
-        "inet",
-        "weft-policy",
-    ]);
+    let out = exec(ns, "nft -j list table inet weft-policy");
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
@@ -232,18 +231,7 @@ fn the_loop_programs_updates_repairs_and_hands_over_without_a_window() {
     // longer fits the table (it deletes a peer that is gone): the loop falls back to a
     // replacement, which restores the isolation.
     for set in ["isolated.in4", "in.default.web-from-client.0.peers4"] {
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "nft",
-            "flush",
-            "set",
-            "inet",
-            "weft-policy",
-            set,
-        ]);
+        nft(&ns, &format!("flush set inet weft-policy {set}"));
     }
     let before = first.syncs();
     first.send(Input::Pod(Event::Apply(client("other"))));
@@ -288,19 +276,10 @@ fn the_loop_programs_updates_repairs_and_hands_over_without_a_window() {
     poll("the policy loaded", WAIT, || {
         (elements(&table(&ns)?, "isolated.in4") == ["10.244.1.2"]).then_some(())
     });
-    must(&[
-        "ip",
-        "netns",
-        "exec",
+    nft(
         &ns,
-        "nft",
-        "delete",
-        "element",
-        "inet",
-        "weft-policy",
-        "isolated.in4",
-        "{ 10.244.1.2 }",
-    ]);
+        "delete element inet weft-policy isolated.in4 { 10.244.1.2 }",
+    );
     poll("the hand edit repaired", WAIT, || {
         (elements(&table(&ns)?, "isolated.in4") == ["10.244.1.2"]).then_some(())
     });
