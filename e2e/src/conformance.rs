@@ -23,6 +23,23 @@ pub const DEFAULT_FOCUS: &str = r"\[sig-network\].*(\[Conformance\]|\[NodeConfor
 /// The NetworkPolicy specs (`test/e2e/network/netpol`).
 pub const NETPOL_FOCUS: &str = r"\[Feature:NetworkPolicy\]";
 
+/// What CI runs of the NetworkPolicy specs (the whole of them takes ~15 minutes here):
+/// one spec per kind of rule: default deny, namespace selectors with expressions, ipBlock
+/// with except, a named port, ports over UDP, egress deny on the client side, and
+/// updates of a policy and of a namespace's labels (a pod's are in
+/// `e2e/tests/policy_api.rs`). 7 specs, ~3.5 minutes.
+pub const NETPOL_CI_FOCUS: &str = concat!(
+    r"(server and client should support a 'default-deny-ingress' policy",
+    r"|should enforce policy based on NamespaceSelector with MatchExpressions \[",
+    r"|should enforce except clause while egress access to server in CIDR block",
+    r"|should allow ingress access on one named port",
+    r"|using UDP should enforce policy based on Ports",
+    r"|should support denying of egress traffic on the client side",
+    r"|should enforce updated policy",
+    r"|should allow ingress access from updated namespace",
+    r").*\[Feature:NetworkPolicy\]"
+);
+
 /// Specs that cannot apply to a local cluster, by a literal part of their name, and why.
 pub const SKIPS: &[(&str, &str)] = &[
     (

@@ -207,5 +207,16 @@ fn local_cluster_up_test_down() {
     let test = step(&["test", "--kubeconfig", &kubeconfig]);
     // Kubernetes' own network conformance specs, on the same cluster.
     let conformance = step(&["conformance", "--kubeconfig", &kubeconfig]);
-    eprintln!("up {up:.1} s, test {test:.1} s, conformance {conformance:.1} s");
+    // And a representative subset of its NetworkPolicy specs (all of them:
+    // `weft-e2e conformance --netpol`).
+    let netpol = step(&[
+        "conformance",
+        "--kubeconfig",
+        &kubeconfig,
+        "--focus",
+        weft_e2e::conformance::NETPOL_CI_FOCUS,
+    ]);
+    eprintln!(
+        "up {up:.1} s, test {test:.1} s, conformance {conformance:.1} s, netpol subset {netpol:.1} s"
+    );
 }
