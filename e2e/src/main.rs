@@ -32,7 +32,8 @@ enum Command {
         #[command(subcommand)]
         action: ProbeAction,
     },
-    /// Run one benchmark: cni, agent, controller or flannel (weft-agent vs flanneld).
+    /// Run one benchmark: cni, agent, controller, flannel (weft-agent vs flanneld) or
+    /// policy (NetworkPolicy at 5000 pods and 1000 policies).
     Bench {
         #[arg(value_enum)]
         name: bench::Name,

@@ -16,19 +16,45 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 
 use crate::fixtures::kubelet_like_node;
-use crate::harness::{self, ControlPlane, Options};
+use crate::harness::{self, ControlPlane};
 use crate::topo::{self, in_netns, Topology};
 
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// The pod network is dual-stack (the underlay stays IPv4-only).
 pub const CLUSTER_CIDR_V6: &str = "fd00:10:244::/48";
 const NAMESPACE: &str = "weft-system";
+/// The net-conf of the agents in [`Options::policy_off`].
+const NETCONF_POLICY_OFF: &str = "net-conf-policy-off.json";
 
 pub struct Pod {
     pub netns: String,
     pub node: usize,
     pub ip: Ipv4Addr,
     pub ip6: Option<std::net::Ipv6Addr>,
+}
+
+/// What [`Overlay::start_with`] builds.
+pub struct Options {
+    /// Netns name tag and underlay subnet (192.168.`subnet`.0/24): distinct per user of
+    /// the machine, so overlays of other checkouts can run at the same time.
+    pub tag: &'static str,
+    pub subnet: u8,
+    pub nodes: usize,
+    pub pods_per_node: usize,
+    /// Nodes whose agent runs with `networkPolicy: false`.
+    pub policy_off: Vec<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tag: "we",
+            subnet: 79,
+            nodes: 1,
+            pods_per_node: 0,
+            policy_off: Vec::new(),
+        }
+    }
 }
 
 pub struct Overlay {
@@ -41,6 +67,7 @@ pub struct Overlay {
     pub cp: ControlPlane,
     pub dir: tempfile::TempDir,
     agent_kubeconfig: PathBuf,
+    policy_off: Vec<usize>,
 }
 
 fn repo_root() -> PathBuf {
@@ -71,8 +98,24 @@ impl Overlay {
 
     /// Everything up and every node ready; `pods_per_node` pods on each node.
     pub async fn start(nodes: usize, pods_per_node: usize) -> Result<Self> {
-        let topo = Topology::new("we", 79, nodes)?;
-        let cp = ControlPlane::start_with(Options {
+        Self::start_with(Options {
+            nodes,
+            pods_per_node,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: Options) -> Result<Self> {
+        let Options {
+            tag,
+            subnet,
+            nodes,
+            pods_per_node,
+            policy_off,
+        } = opts;
+        let topo = Topology::new(tag, subnet, nodes)?;
+        let cp = ControlPlane::start_with(harness::Options {
             bind: IpAddr::V4(topo.host_ip),
             ..Default::default()
         })
@@ -106,15 +149,21 @@ impl Overlay {
                 .with_context(|| format!("register {}", Self::node_name(i)))?;
         }
         let netconf = dir.path().join("net-conf.json");
-        std::fs::write(
-            &netconf,
-            serde_json::json!({
-                "clusterCIDRs": [CLUSTER_CIDR, CLUSTER_CIDR_V6],
-                "nodeSubnetSizeV4": 24,
-                "nodeSubnetSizeV6": 64,
-            })
-            .to_string(),
-        )?;
+        for (path, policy) in [
+            (&netconf, true),
+            (&dir.path().join(NETCONF_POLICY_OFF), false),
+        ] {
+            std::fs::write(
+                path,
+                serde_json::json!({
+                    "clusterCIDRs": [CLUSTER_CIDR, CLUSTER_CIDR_V6],
+                    "nodeSubnetSizeV4": 24,
+                    "nodeSubnetSizeV6": 64,
+                    "networkPolicy": policy,
+                })
+                .to_string(),
+            )?;
+        }
 
         let mut controller = Command::new(topo::workspace_bin("weft-controller")?);
         controller
@@ -134,6 +183,7 @@ impl Overlay {
             cp,
             dir,
             agent_kubeconfig,
+            policy_off,
         };
         for i in 0..nodes {
             let child = o.spawn_agent(i)?;
@@ -172,7 +222,7 @@ impl Overlay {
             .arg(format!("--kubeconfig={}", self.agent_kubeconfig.display()))
             .arg(format!(
                 "--config={}",
-                self.dir.path().join("net-conf.json").display()
+                self.dir.path().join(self.netconf_name(i)).display()
             ))
             .arg(format!("--subnet-file={}", self.subnet_file(i).display()))
             .arg("--metrics-addr=127.0.0.1:9943")
@@ -187,6 +237,18 @@ impl Overlay {
             .stdout(out.try_clone()?)
             .stderr(out);
         cmd.spawn().context("spawn weft-agent")
+    }
+
+    fn netconf_name(&self, i: usize) -> &'static str {
+        match self.policy_off.contains(&i) {
+            true => NETCONF_POLICY_OFF,
+            false => "net-conf.json",
+        }
+    }
+
+    /// The pid of node `i`'s agent (`ip netns exec` execs it), if it runs.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.agents[i].as_ref().map(Child::id)
     }
 
     /// Kills node `i`'s agent with SIGKILL (the datapath stays in the kernel).

@@ -44,7 +44,7 @@ use weft_e2e::topo::{self, Topology};
 
 const MTU: u32 = 1450;
 
-fn sh(args: &[&str]) -> Result<String> {
+pub(crate) fn sh(args: &[&str]) -> Result<String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -476,7 +476,12 @@ fn handbuilt_pair(
 }
 
 /// One iperf3 run from `client_ns` to `server_ip` (server in `server_ns`); Gbit/s.
-fn iperf(client_ns: &str, server_ns: &str, server_ip: &str, seconds: u32) -> Result<f64> {
+pub(crate) fn iperf(
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: &str,
+    seconds: u32,
+) -> Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !Command::new("ip")
         .args([
@@ -614,11 +619,22 @@ pub(crate) fn rss_pod_cidr(k: u32) -> String {
 /// A kubelet-like Node with a pod CIDR; with `vtep`, weft's annotations as another agent
 /// would have published them.
 pub(crate) fn rss_node(name: &str, internal_ip: std::net::Ipv4Addr, k: u32, vtep: bool) -> Node {
+    node_with_cidrs(name, internal_ip, &[rss_pod_cidr(k)], vtep.then_some(k))
+}
+
+/// A kubelet-like Node with `pod_cidrs`; with `vtep = Some(k)`, weft's annotations as
+/// another agent would have published them (MAC numbered `k`).
+pub(crate) fn node_with_cidrs(
+    name: &str,
+    internal_ip: std::net::Ipv4Addr,
+    pod_cidrs: &[String],
+    vtep: Option<u32>,
+) -> Node {
     let mut node = kubelet_like_node(name, internal_ip);
     let spec = node.spec.get_or_insert_with(Default::default);
-    spec.pod_cidr = Some(rss_pod_cidr(k));
-    spec.pod_cidrs = Some(vec![rss_pod_cidr(k)]);
-    if vtep {
+    spec.pod_cidr = pod_cidrs.first().cloned();
+    spec.pod_cidrs = Some(pod_cidrs.to_vec());
+    if let Some(k) = vtep {
         let mac = Mac([0x02, 0x57, 0, (k >> 16) as u8, (k >> 8) as u8, k as u8]);
         let ann = node
             .metadata

@@ -150,14 +150,14 @@ impl Drop for Namespaces {
 }
 
 #[derive(Default, Clone)]
-struct Stats(Vec<f64>);
+pub(crate) struct Stats(pub(crate) Vec<f64>);
 
 impl Stats {
-    fn push(&mut self, d: Duration) {
+    pub(crate) fn push(&mut self, d: Duration) {
         self.0.push(d.as_secs_f64() * 1000.0);
     }
     /// Nearest-rank percentile in milliseconds.
-    fn pct(&self, p: f64) -> f64 {
+    pub(crate) fn pct(&self, p: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;
         }

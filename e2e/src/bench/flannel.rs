@@ -40,7 +40,7 @@ mod agents;
 mod cluster;
 mod kernel;
 mod report;
-mod stats;
+pub(super) mod stats;
 mod steps;
 
 use std::net::IpAddr;

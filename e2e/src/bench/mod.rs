@@ -4,6 +4,7 @@ mod agent;
 mod cni;
 mod controller;
 mod flannel;
+mod policy;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Name {
@@ -11,6 +12,7 @@ pub enum Name {
     Agent,
     Controller,
     Flannel,
+    Policy,
 }
 
 pub fn run(name: Name, args: &[String]) -> anyhow::Result<()> {
@@ -19,5 +21,6 @@ pub fn run(name: Name, args: &[String]) -> anyhow::Result<()> {
         Name::Agent => agent::run(args),
         Name::Controller => controller::run(args),
         Name::Flannel => flannel::run(args),
+        Name::Policy => policy::run(args),
     }
 }
