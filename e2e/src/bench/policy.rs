@@ -419,7 +419,9 @@ async fn settle(client: &kube::Client, nft: &mut Nft) -> Result<()> {
     let set = peers4(0, LABEL_POLICY);
     for on in [true, false] {
         relabel(&api, on).await?;
-        until(nft, t, "the settling relabel", |k| {
+        // The agent may still be working through the load's backlog of events.
+        let limit = Duration::from_secs(300);
+        until_within(nft, t, limit, "the settling relabel", |k| {
             Ok(k.contains(&set, ip)? == on)
         })
         .await?;
