@@ -97,7 +97,9 @@ async fn agent_programs_peers_publishes_and_keeps_its_mac() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("net-conf.json"),
-        r#"{"clusterCIDRs":["10.244.0.0/16"]}"#,
+        // The datapath's API calls are scripted here; NetworkPolicy (which watches
+        // pods) is tested in policy_enforcer.rs and against a real API server.
+        r#"{"clusterCIDRs":["10.244.0.0/16"],"networkPolicy":false}"#,
     )
     .unwrap();
 
@@ -148,7 +150,9 @@ async fn agent_exits_when_its_node_comes_back_with_another_pod_cidr() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("net-conf.json"),
-        r#"{"clusterCIDRs":["10.244.0.0/16"]}"#,
+        // The datapath's API calls are scripted here; NetworkPolicy (which watches
+        // pods) is tested in policy_enforcer.rs and against a real API server.
+        r#"{"clusterCIDRs":["10.244.0.0/16"],"networkPolicy":false}"#,
     )
     .unwrap();
     let (service, mut handle): (_, Handle) =

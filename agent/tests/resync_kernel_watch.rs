@@ -68,7 +68,8 @@ async fn entries_deleted_by_hand_return_without_a_periodic_resync() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("net-conf.json"),
-        r#"{"clusterCIDRs":["10.244.0.0/16"]}"#,
+        // The datapath is under test; NetworkPolicy (which watches pods) is not.
+        r#"{"clusterCIDRs":["10.244.0.0/16"],"networkPolicy":false}"#,
     )
     .unwrap();
     let (service, handle): (_, Handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
