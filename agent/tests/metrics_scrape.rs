@@ -77,6 +77,13 @@ async fn metrics_endpoint_serves_openmetrics_with_every_family_and_the_recorded_
             ("weft_agent_errors", "counter"),
             ("weft_agent_rejected_peers", "gauge"),
             ("weft_agent_vxlan_dropped_packets", "counter"),
+            ("weft_agent_policy_policies", "gauge"),
+            ("weft_agent_policy_rules", "gauge"),
+            ("weft_agent_policy_set_elements", "gauge"),
+            ("weft_agent_policy_problems", "gauge"),
+            ("weft_agent_policy_syncs", "counter"),
+            ("weft_agent_policy_last_apply_seconds", "gauge"),
+            ("weft_agent_policy_dropped_packets", "counter"),
         ]
     );
     for f in &families {
@@ -107,6 +114,13 @@ async fn metrics_endpoint_serves_openmetrics_with_every_family_and_the_recorded_
         "weft_agent_errors_total{kind}",
         "weft_agent_rejected_peers{reason}",
         "weft_agent_vxlan_dropped_packets_total{source}",
+        "weft_agent_policy_policies{}",
+        "weft_agent_policy_rules{}",
+        "weft_agent_policy_set_elements{}",
+        "weft_agent_policy_problems{}",
+        "weft_agent_policy_syncs_total{result}",
+        "weft_agent_policy_last_apply_seconds{}",
+        "weft_agent_policy_dropped_packets_total{direction}",
     ]
     .map(String::from)
     .into();
@@ -130,7 +144,11 @@ async fn metrics_endpoint_serves_openmetrics_with_every_family_and_the_recorded_
     );
     assert_eq!(
         labels("weft_agent_errors", "kind"),
-        set(&["watch", "sync", "publish", "condition"])
+        set(&["watch", "sync", "publish", "condition", "policy"])
+    );
+    assert_eq!(
+        labels("weft_agent_policy_dropped_packets", "direction"),
+        set(&["ingress", "egress"])
     );
     assert_eq!(
         labels("weft_agent_rejected_peers", "reason"),
