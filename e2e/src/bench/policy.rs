@@ -406,6 +406,13 @@ fn peers4(namespace_index: usize, policy: &str) -> String {
     format!("in.{}.{policy}.0.peers4", namespace(namespace_index))
 }
 
+fn targets4(namespace_index: usize, policy: &str) -> String {
+    format!("in.{}.{policy}.targets4", namespace(namespace_index))
+}
+
+/// The last of the target's policies in the table's order.
+const LAST_TARGET_POLICY: &str = "target-099";
+
 fn v4(ips: &[IpAddr]) -> IpAddr {
     ips[0]
 }
@@ -526,6 +533,7 @@ struct Program {
 /// time from the start to the table in the kernel, checked equal to the one before.
 async fn program_all(o: &mut Overlay, nft: &mut Nft, restarts: usize) -> Result<Program> {
     let ns = o.topo.nodes[0].netns.clone();
+    let target = IpAddr::V4(o.pods[TARGET].ip);
     let before = table_dump(&ns)?;
     let mut p = Program {
         ms: Vec::new(),
@@ -536,7 +544,12 @@ async fn program_all(o: &mut Overlay, nft: &mut Nft, restarts: usize) -> Result<
         topo::run(topo::in_netns(&ns, "nft").args(["delete", "table", "inet", TABLE]))?;
         let t = Instant::now();
         o.restart_agent(0)?;
-        let took = until(nft, t, "the table after a restart", |k| k.has_table()).await?;
+        // The full table is one transaction, so one of its elements shows all of it (the
+        // table alone does not: it may exist, empty, before the agent's first load).
+        let took = until(nft, t, "the table after a restart", |k| {
+            Ok(k.has_table()? && k.contains(&targets4(0, LAST_TARGET_POLICY), target)?)
+        })
+        .await?;
         let after = table_dump(&ns)?;
         if after != before {
             report_difference(round, &before, &after);
