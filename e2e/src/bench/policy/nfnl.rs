@@ -91,7 +91,7 @@ impl Nft {
         loop {
             let (reply, _) = self.socket.recv_from_full()?;
             match read_reply(&reply, self.seq, &mut found)? {
-                Some(errno) if errno == 0 => return Ok(found),
+                Some(0) => return Ok(found),
                 Some(errno) if errno == -libc::ENOENT => return Ok(false),
                 Some(errno) => bail!(
                     "nfnetlink get: {}",
