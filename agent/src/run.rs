@@ -280,7 +280,7 @@ fn start_policy(
     warnings: &tokio::sync::mpsc::Sender<crate::events::Warning>,
 ) -> JoinHandle<anyhow::Result<()>> {
     metrics.require_policy();
-    if let Err(e) = policy::watch::bridge_netfilter_on() {
+    if let Err(e) = policy::table::bridge_netfilter_on() {
         metrics.error(ErrorKind::Policy);
         tracing::error!(error = %e, "cannot turn on br_netfilter (is the module loaded? `modprobe br_netfilter` \
             on the node): NetworkPolicy is not enforced between pods of this node, only across nodes");

@@ -204,16 +204,16 @@ impl Enforcer {
 
     /// Logs and queues an Event for each problem not reported before.
     fn report(&self, model: &RuleModel, reported: &mut BTreeSet<String>) {
-        let now: BTreeSet<String> = model.problems.iter().map(|p| p.to_string()).collect();
+        let mut now = BTreeSet::new();
         for p in &model.problems {
             let text = p.to_string();
-            if reported.contains(&text) {
-                continue;
+            if !reported.contains(&text) {
+                tracing::warn!(policy = %p.policy, problem = %text, "NetworkPolicy cannot be enforced as written");
+                if let Some(tx) = &self.warnings {
+                    let _ = tx.try_send(p.into());
+                }
             }
-            tracing::warn!(policy = %p.policy, problem = %text, "NetworkPolicy cannot be enforced as written");
-            if let Some(tx) = &self.warnings {
-                let _ = tx.try_send(p.into());
-            }
+            now.insert(text);
         }
         *reported = now;
     }

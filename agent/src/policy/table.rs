@@ -1,5 +1,6 @@
 //! The `inet weft-policy` table in the kernel (I/O): loading scripts, reading the drop
-//! counters, removing it. All through `nft`, in the calling thread's network namespace.
+//! counters, removing it, all through `nft`; and the br_netfilter sysctls that put
+//! bridged traffic in front of it. All in the calling thread's network namespace.
 
 use crate::datapath::Error;
 use crate::firewall::{list_counters, run_nft, NamedCounter};
@@ -31,4 +32,12 @@ pub fn drops(counters: &[NamedCounter]) -> (u64, u64) {
 pub fn remove() -> Result<(), Error> {
     let script = format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n");
     load(&script, "delete table inet weft-policy")
+}
+
+/// Turns on br_netfilter's hooks in this netns, so traffic bridged between two pods of
+/// the node passes the forward hook (and the policy table) like routed traffic. An
+/// error when the module is not loaded: the caller reports it.
+pub fn bridge_netfilter_on() -> Result<(), Error> {
+    crate::datapath::sysctl_on("bridge/bridge-nf-call-iptables")?;
+    crate::datapath::sysctl_on("bridge/bridge-nf-call-ip6tables")
 }

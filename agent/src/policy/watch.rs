@@ -27,11 +27,3 @@ pub fn watches(client: Client) -> impl Stream<Item = Result<Input, watcher::Erro
         .map_ok(Input::Policy);
     futures::stream::select_all([pods.boxed(), namespaces.boxed(), policies.boxed()])
 }
-
-/// Turns on br_netfilter's hooks in this netns, so traffic bridged between two pods of
-/// the node passes the forward hook (and the policy table) like routed traffic. An
-/// error when the module is not loaded: the caller reports it.
-pub fn bridge_netfilter_on() -> Result<(), crate::datapath::Error> {
-    crate::datapath::sysctl_on("bridge/bridge-nf-call-iptables")?;
-    crate::datapath::sysctl_on("bridge/bridge-nf-call-ip6tables")
-}
