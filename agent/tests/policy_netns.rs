@@ -7,8 +7,9 @@
 //! after VXLAN decapsulation). Each pod serves TCP 80 and 81 and UDP 53, answering every
 //! request, so an allowed probe also proves that its replies pass. After the full load,
 //! two incremental updates (a pod relabelled out of a policy; a namespace relabelled out
-//! of a peer) are applied as `diff` transactions, and each is checked against the table
-//! a full load of the same state gives.
+//! of a peer) are applied as the enforcer applies a `diff` (element batches over
+//! nfnetlink, chain changes with `nft`), and each is checked against the table a full
+//! load of the same state gives.
 
 mod datapath_support;
 
@@ -22,6 +23,8 @@ use datapath_support::{in_netns, ip, must, NetnsGuard};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
 use weft_agent::policy::diff::{diff, Update};
+use weft_agent::policy::nfnl::{self, Op, SetChange};
+use weft_agent::policy::render::{Set, SetKind};
 use weft_agent::policy::{compile, NamedPort, NamespaceInfo, PodInfo, Protocol, Ruleset};
 
 const NODE: &str = "n1";
@@ -264,14 +267,27 @@ fn nft_load(netns: &str, script: &str) {
     );
 }
 
-fn apply_diff(netns: &str, applied: &Ruleset, desired: &Ruleset) -> String {
-    match diff(applied, desired) {
-        Update::Incremental(script) => {
-            nft_load(netns, &script);
-            script
+fn nfnl_apply(netns: &str, changes: Vec<SetChange>) {
+    in_netns(netns, move || nfnl::apply(&changes))
+        .join()
+        .unwrap()
+        .expect("nfnetlink element batch");
+}
+
+/// Applies the update from `applied` to `desired` the way the enforcer does (element
+/// batches over nfnetlink, chain changes with `nft`); returns it.
+fn apply_diff(netns: &str, applied: &Ruleset, desired: &Ruleset) -> Update {
+    let update = diff(applied, desired);
+    match update.clone() {
+        Update::Elements(changes) => nfnl_apply(netns, changes),
+        Update::Structural(up) => {
+            nfnl_apply(netns, up.narrow);
+            nft_load(netns, &up.script);
+            nfnl_apply(netns, up.widen);
         }
         other => panic!("not an incremental update: {other:?}"),
     }
+    update
 }
 
 /// The table as the kernel holds it, without handles and counter values: sets by name
@@ -474,10 +490,13 @@ fn policy_matrix_holds_in_the_kernel_and_incremental_updates_take_effect() {
     // pb relabelled out of policy b: b selects no pod here any more, pb sends freely.
     pods[1].labels.insert("app".into(), "c".into());
     let r2 = build(&pods, &namespaces);
-    let script = apply_diff(&t.node.netns, &r1, &r2);
+    let Update::Structural(up) = apply_diff(&t.node.netns, &r1, &r2) else {
+        panic!("policy b leaving the node is a chain change");
+    };
     assert!(
-        script.contains("delete chain inet weft-policy eg.beta.b"),
-        "{script}"
+        up.script
+            .contains("delete chain inet weft-policy eg.beta.b"),
+        "{up:?}"
     );
     assert_same_as_full_load(&t, &r2);
     let second = |c: &str, s: &str, l4: L4, port: u16| match (c, s) {
@@ -489,10 +508,10 @@ fn policy_matrix_holds_in_the_kernel_and_incremental_updates_take_effect() {
     // beta loses team=beta: pb is no longer a peer of a; element changes only.
     namespaces[1].labels.clear();
     let r3 = build(&pods, &namespaces);
-    let script = apply_diff(&t.node.netns, &r2, &r3);
+    let update = apply_diff(&t.node.netns, &r2, &r3);
     assert!(
-        script.lines().all(|l| l.contains(" element ")),
-        "only element changes:\n{script}"
+        matches!(update, Update::Elements(_)),
+        "only element changes: {update:?}"
     );
     assert_same_as_full_load(&t, &r3);
     let third = |c: &str, s: &str, l4: L4, port: u16| match (c, s) {
@@ -601,10 +620,141 @@ fn policy_edge_cases_load_and_diff() {
     nft_load(&node, &full.script());
     pods.retain(|p| !p.name.ends_with('3'));
     let fewer = build(&pods);
-    match diff(&full, &fewer) {
-        Update::Incremental(script) => nft_load(&node, &script),
-        other => panic!("not incremental: {other:?}"),
-    }
+    let update = apply_diff(&node, &full, &fewer);
+    assert!(
+        matches!(update, Update::Elements(_)),
+        "only element changes: {update:?}"
+    );
     nft_load(&scratch, &fewer.script());
+    assert_eq!(table_state(&node), table_state(&scratch));
+    // And back: the same elements added over nfnetlink, read back by nft as its own.
+    let update = apply_diff(&node, &fewer, &full);
+    let Update::Elements(changes) = &update else {
+        panic!("only element changes: {update:?}");
+    };
+    let kinds: BTreeSet<String> = changes.iter().map(|c| format!("{:?}", c.kind)).collect();
+    assert!(
+        kinds.len() >= 3,
+        "interval, plain and named sets: {kinds:?}"
+    );
+    nft_load(&scratch, &full.script());
+    assert_eq!(table_state(&node), table_state(&scratch));
+}
+
+/// Every kind of set the renderer declares, changed by element batches over nfnetlink:
+/// the kernel must then hold what a full `nft` load of the new state gives, so `nft`
+/// reads (and later deletes) what the batches wrote. Ranges to the ends of both address
+/// spaces, protocol-wide port ranges and single ports, named ports of both families.
+#[test]
+fn element_batches_of_every_set_kind_read_back_as_nft_writes_them() {
+    if !weft_common::require_root("element_batches_of_every_set_kind_read_back_as_nft_writes_them")
+    {
+        return;
+    }
+    let id = std::process::id();
+    let mut guard = NetnsGuard::default();
+    let node = guard.add(format!("wp-kinds-{id}"));
+    let scratch = guard.add(format!("wp-kinds-chk-{id}"));
+    let ruleset = |sets: &[(&str, SetKind, &[&str])]| {
+        let mut rs = Ruleset::default();
+        for (name, kind, elements) in sets {
+            let elements = elements.iter().map(|e| e.to_string()).collect();
+            rs.sets.insert(
+                name.to_string(),
+                Set {
+                    kind: *kind,
+                    elements,
+                },
+            );
+        }
+        rs
+    };
+    let addr = |v6, interval| SetKind::Addr { v6, interval };
+    let before = ruleset(&[
+        ("a4", addr(false, false), &["10.0.0.1", "10.0.0.2"]),
+        ("a6", addr(true, false), &["fd00::1"]),
+        (
+            "r4",
+            addr(false, true),
+            &[
+                "0.0.0.0-9.255.255.255",
+                "10.0.0.7",
+                "11.0.0.0-255.255.255.254",
+            ],
+        ),
+        (
+            "r6",
+            addr(true, true),
+            &[
+                "::-fcff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "fe00::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ],
+        ),
+        (
+            "ports",
+            SetKind::Ports,
+            &["tcp . 80", "udp . 0-65535", "sctp . 5000-5010"],
+        ),
+        (
+            "n4",
+            SetKind::Named { v6: false },
+            &["10.0.0.1 . tcp . 8080"],
+        ),
+        ("n6", SetKind::Named { v6: true }, &["fd00::1 . udp . 53"]),
+    ]);
+    let after = ruleset(&[
+        ("a4", addr(false, false), &["10.0.0.2", "10.0.0.3"]),
+        ("a6", addr(true, false), &["fd00::2"]),
+        (
+            "r4",
+            addr(false, true),
+            &[
+                "0.0.0.0",
+                "10.0.0.7-10.0.0.9",
+                "10.0.0.10",
+                "255.255.255.255",
+            ],
+        ),
+        (
+            "r6",
+            addr(true, true),
+            &["::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"],
+        ),
+        (
+            "ports",
+            SetKind::Ports,
+            &["tcp . 80-81", "udp . 53", "sctp . 0-65535"],
+        ),
+        (
+            "n4",
+            SetKind::Named { v6: false },
+            &["10.0.0.1 . tcp . 8081", "10.0.0.2 . sctp . 1"],
+        ),
+        ("n6", SetKind::Named { v6: true }, &[]),
+    ]);
+    nft_load(&node, &before.script());
+    for (from, to) in [(&before, &after), (&after, &before)] {
+        let update = apply_diff(&node, from, to);
+        assert!(matches!(update, Update::Elements(_)), "{update:?}");
+        nft_load(&scratch, &to.script());
+        assert_eq!(table_state(&node), table_state(&scratch));
+    }
+    // A deletion the kernel does not hold fails the whole batch, changing nothing.
+    let gone = vec![
+        SetChange {
+            op: Op::Add,
+            set: "a4".into(),
+            kind: addr(false, false),
+            elements: vec!["10.9.9.9".into()],
+        },
+        SetChange {
+            op: Op::Delete,
+            set: "a4".into(),
+            kind: addr(false, false),
+            elements: vec!["10.0.0.99".into()],
+        },
+    ];
+    let err = in_netns(&node, move || nfnl::apply(&gone)).join().unwrap();
+    assert!(err.is_err(), "deleting a missing element must fail");
     assert_eq!(table_state(&node), table_state(&scratch));
 }

@@ -1,8 +1,9 @@
 //! The NetworkPolicy loop: watch events in, the `inet weft-policy` table out.
 //!
 //! Each turn folds every event already queued into [`Inputs`], then, once all three
-//! watches have listed, compiles, renders and loads the difference from what the table
-//! holds as one `nft` transaction. There is no debounce: the first change after a quiet
+//! watches have listed, compiles, renders and writes the difference from what the table
+//! holds ([`super::diff`]: element changes over nfnetlink, one batch; chain changes
+//! through `nft`). There is no debounce: the first change after a quiet
 //! spell is applied at once, and what arrives while a load runs is folded into the next
 //! one, so a burst costs a few loads, not one per event.
 //!
@@ -21,8 +22,9 @@ use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
-use super::diff::{diff, Update};
+use super::diff::{diff, Structural, Update};
 use super::inputs::{Input, Inputs};
+use super::nfnl::{self, SetChange};
 use super::render::Ruleset;
 use super::rules::RuleModel;
 use super::table;
@@ -164,14 +166,8 @@ impl Enforcer {
             None => replace(&desired).await.map(|()| Applied::Full),
             Some(old) => match diff(old, &desired) {
                 Update::None => Ok(Applied::Nothing),
-                Update::Incremental(script) => match load(script, "update").await {
-                    Ok(()) => Ok(Applied::Incremental),
-                    Err(e) => {
-                        // The table is not what we think (changed by hand): replace it.
-                        tracing::warn!(error = %e, "updating the NetworkPolicy table failed; replacing it");
-                        replace(&desired).await.map(|()| Applied::Full)
-                    }
-                },
+                Update::Elements(changes) => incremental(elements(changes).await, &desired).await,
+                Update::Structural(up) => incremental(structural(up).await, &desired).await,
                 Update::Replace(_) => replace(&desired).await.map(|()| Applied::Full),
             },
         };
@@ -237,15 +233,48 @@ fn counts(model: &RuleModel, rs: &Ruleset) -> PolicyCounts {
     }
 }
 
-async fn load(script: String, what: &'static str) -> Result<(), Error> {
-    tokio::task::spawn_blocking(move || table::load(&script, what))
-        .await
-        .unwrap_or_else(|e| {
-            Err(Error::Firewall {
-                op: what.into(),
-                reason: format!("the nft task failed: {e}"),
-            })
+/// After an incremental update: on failure (the table is not what we think, changed by
+/// hand), the table is replaced whole.
+async fn incremental(result: Result<(), Error>, desired: &Ruleset) -> Result<Applied, Error> {
+    match result {
+        Ok(()) => Ok(Applied::Incremental),
+        Err(e) => {
+            tracing::warn!(error = %e, "updating the NetworkPolicy table failed; replacing it");
+            replace(desired).await.map(|()| Applied::Full)
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool (it waits on the kernel or on `nft`).
+async fn blocking(
+    what: &str,
+    f: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<(), Error> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Error::Firewall {
+            op: what.into(),
+            reason: format!("the task failed: {e}"),
         })
+    })
+}
+
+async fn load(script: String, what: &'static str) -> Result<(), Error> {
+    blocking(what, move || table::load(&script, what)).await
+}
+
+/// One nfnetlink batch of element changes.
+async fn elements(changes: Vec<SetChange>) -> Result<(), Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    blocking("update elements", move || nfnl::apply(&changes)).await
+}
+
+/// The three steps of [`Structural`], in order.
+async fn structural(up: Structural) -> Result<(), Error> {
+    elements(up.narrow).await?;
+    load(up.script, "update").await?;
+    elements(up.widen).await
 }
 
 /// Replaces the table with `desired` in one transaction, keeping the drop counters.

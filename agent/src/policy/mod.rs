@@ -21,6 +21,7 @@ pub mod error;
 mod fixtures;
 pub mod inputs;
 pub mod model;
+pub mod nfnl;
 pub mod objects;
 pub mod ranges;
 pub mod render;

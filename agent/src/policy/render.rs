@@ -50,8 +50,8 @@ pub const PRIORITY_EGRESS: i32 = 10;
 pub const PRIORITY_INGRESS: i32 = 11;
 pub const COUNTER_INGRESS: &str = "ingress_dropped";
 pub const COUNTER_EGRESS: &str = "egress_dropped";
-/// Elements per `add element` command, to keep lines of a large script readable.
-const ELEMENTS_PER_COMMAND: usize = 500;
+/// Elements per line of a set's declaration, to keep a large script readable.
+const ELEMENTS_PER_LINE: usize = 500;
 
 /// What a set holds; its name determines it, so a set never changes kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -332,7 +332,7 @@ pub(super) fn isolated_set(direction: Direction, v6: bool) -> String {
 
 mod script;
 
-pub(super) use script::{write_add_chain, write_add_set, write_elements, write_rules};
+pub(super) use script::{write_add_chain, write_add_set, write_rules};
 
 #[cfg(test)]
 mod tests;

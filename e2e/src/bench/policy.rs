@@ -169,13 +169,13 @@ async fn measure(o: &mut Overlay, opts: &Opts, started: Instant) -> Result<()> {
     )?;
     eprintln!(
         "one update at this scale, in-process: compile {:.1} ms, render {:.1} ms, diff {:.1} ms; \
-         nft -f: the full table {:.0} ms, a one-label update {:.1} ms ({} lines)",
+         nft -f of the full table {:.0} ms; the one-label update (nfnetlink) {:.2} ms ({} elements)",
         prof.compile_ms,
         prof.render_ms,
         prof.diff_ms,
         prof.nft_full_ms,
-        prof.nft_update_ms,
-        prof.update_lines
+        prof.update_ms,
+        prof.update_elements
     );
     print_figures(&program, &changes, rss, hwm, &first, tp, &prof);
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());
@@ -892,7 +892,7 @@ fn print_figures(
         "connect_policy_us": {"p50": r2(first.policy.pct(50.0) * 1e3), "p99": r2(first.policy.pct(99.0) * 1e3)},
         "connect_none_us": {"p50": r2(first.none.pct(50.0) * 1e3), "p99": r2(first.none.pct(99.0) * 1e3)},
         "update_profile_ms": {"compile": r2(prof.compile_ms), "render": r2(prof.render_ms), "diff": r2(prof.diff_ms),
-                              "nft_full": r2(prof.nft_full_ms), "nft_one_label": r2(prof.nft_update_ms)},
+                              "nft_full": r2(prof.nft_full_ms), "one_label_update": r2(prof.update_ms)},
     });
     println!("{json}");
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::firewall::NamedCounter;
 
 use super::{
-    Chain, Ruleset, Set, COUNTER_EGRESS, COUNTER_INGRESS, ELEMENTS_PER_COMMAND, FAMILY, TABLE,
+    Chain, Ruleset, Set, COUNTER_EGRESS, COUNTER_INGRESS, ELEMENTS_PER_LINE, FAMILY, TABLE,
 };
 
 impl Ruleset {
@@ -44,27 +44,22 @@ impl Ruleset {
     }
 }
 
-pub(in crate::policy) fn write_elements<'a>(
-    s: &mut String,
-    verb: &str,
-    set: &str,
-    elements: impl IntoIterator<Item = &'a String>,
-) {
-    let elements: Vec<&String> = elements.into_iter().collect();
-    for chunk in elements.chunks(ELEMENTS_PER_COMMAND) {
-        let list = chunk
-            .iter()
-            .map(|e| e.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = writeln!(s, "{verb} element {FAMILY} {TABLE} {set} {{ {list} }}");
-    }
-}
-
+/// `add set` with the set's elements in its declaration: nft writes those without
+/// fetching the elements of every set in the table first, which `add element` costs
+/// (about 50 ms with 1000 policies). On an existing set of the same kind it adds them.
 pub(in crate::policy) fn write_add_set(s: &mut String, name: &str, set: &Set) {
     let decl = set.kind.declaration();
-    let _ = writeln!(s, "add set {FAMILY} {TABLE} {name} {{ {decl} }}");
-    write_elements(s, "add", name, &set.elements);
+    let _ = write!(s, "add set {FAMILY} {TABLE} {name} {{ {decl}");
+    if !set.elements.is_empty() {
+        s.push_str(" elements = {");
+        let elements: Vec<&str> = set.elements.iter().map(String::as_str).collect();
+        for (i, line) in elements.chunks(ELEMENTS_PER_LINE).enumerate() {
+            s.push_str(if i == 0 { " " } else { ",\n\t" });
+            s.push_str(&line.join(", "));
+        }
+        s.push_str(" }");
+    }
+    s.push_str(" }\n");
 }
 
 pub(in crate::policy) fn write_add_chain(s: &mut String, name: &str, chain: &Chain) {

@@ -5,6 +5,7 @@ use crate::policy::compile;
 use crate::policy::diff::{diff, Update};
 use crate::policy::fixtures::{ns, pod, policy};
 use crate::policy::model::{NamedPort, PodInfo, Protocol};
+use crate::policy::nfnl::Op;
 
 const NODE: &str = "n1";
 
@@ -72,36 +73,22 @@ delete table inet weft-policy
 add table inet weft-policy
 add counter inet weft-policy ingress_dropped
 add counter inet weft-policy egress_dropped
-add set inet weft-policy eg.default.test-network-policy.0.peers4 { type ipv4_addr; flags interval; }
-add element inet weft-policy eg.default.test-network-policy.0.peers4 { 10.0.0.0-10.0.0.255 }
+add set inet weft-policy eg.default.test-network-policy.0.peers4 { type ipv4_addr; flags interval; elements = { 10.0.0.0-10.0.0.255 } }
 add set inet weft-policy eg.default.test-network-policy.0.peers6 { type ipv6_addr; flags interval; }
-add set inet weft-policy eg.default.test-network-policy.0.ports { type inet_proto . inet_service; flags interval; }
-add element inet weft-policy eg.default.test-network-policy.0.ports { tcp . 5978 }
-add set inet weft-policy eg.default.test-network-policy.targets4 { type ipv4_addr; }
-add element inet weft-policy eg.default.test-network-policy.targets4 { 10.244.1.10 }
-add set inet weft-policy eg.default.test-network-policy.targets6 { type ipv6_addr; }
-add element inet weft-policy eg.default.test-network-policy.targets6 { fd00:1::10 }
-add set inet weft-policy in.default.test-network-policy.0.named4 { type ipv4_addr . inet_proto . inet_service; }
-add element inet weft-policy in.default.test-network-policy.0.named4 { 10.244.1.10 . tcp . 5432 }
-add set inet weft-policy in.default.test-network-policy.0.named6 { type ipv6_addr . inet_proto . inet_service; }
-add element inet weft-policy in.default.test-network-policy.0.named6 { fd00:1::10 . tcp . 5432 }
-add set inet weft-policy in.default.test-network-policy.0.peers4 { type ipv4_addr; flags interval; }
-add element inet weft-policy in.default.test-network-policy.0.peers4 { 10.244.2.11, 172.17.0.0-172.17.0.255, 172.17.2.0-172.17.255.255 }
+add set inet weft-policy eg.default.test-network-policy.0.ports { type inet_proto . inet_service; flags interval; elements = { tcp . 5978 } }
+add set inet weft-policy eg.default.test-network-policy.targets4 { type ipv4_addr; elements = { 10.244.1.10 } }
+add set inet weft-policy eg.default.test-network-policy.targets6 { type ipv6_addr; elements = { fd00:1::10 } }
+add set inet weft-policy in.default.test-network-policy.0.named4 { type ipv4_addr . inet_proto . inet_service; elements = { 10.244.1.10 . tcp . 5432 } }
+add set inet weft-policy in.default.test-network-policy.0.named6 { type ipv6_addr . inet_proto . inet_service; elements = { fd00:1::10 . tcp . 5432 } }
+add set inet weft-policy in.default.test-network-policy.0.peers4 { type ipv4_addr; flags interval; elements = { 10.244.2.11, 172.17.0.0-172.17.0.255, 172.17.2.0-172.17.255.255 } }
 add set inet weft-policy in.default.test-network-policy.0.peers6 { type ipv6_addr; flags interval; }
-add set inet weft-policy in.default.test-network-policy.0.ports { type inet_proto . inet_service; flags interval; }
-add element inet weft-policy in.default.test-network-policy.0.ports { tcp . 6379 }
-add set inet weft-policy in.default.test-network-policy.targets4 { type ipv4_addr; }
-add element inet weft-policy in.default.test-network-policy.targets4 { 10.244.1.10 }
-add set inet weft-policy in.default.test-network-policy.targets6 { type ipv6_addr; }
-add element inet weft-policy in.default.test-network-policy.targets6 { fd00:1::10 }
-add set inet weft-policy isolated.eg4 { type ipv4_addr; }
-add element inet weft-policy isolated.eg4 { 10.244.1.10 }
-add set inet weft-policy isolated.eg6 { type ipv6_addr; }
-add element inet weft-policy isolated.eg6 { fd00:1::10 }
-add set inet weft-policy isolated.in4 { type ipv4_addr; }
-add element inet weft-policy isolated.in4 { 10.244.1.10 }
-add set inet weft-policy isolated.in6 { type ipv6_addr; }
-add element inet weft-policy isolated.in6 { fd00:1::10 }
+add set inet weft-policy in.default.test-network-policy.0.ports { type inet_proto . inet_service; flags interval; elements = { tcp . 6379 } }
+add set inet weft-policy in.default.test-network-policy.targets4 { type ipv4_addr; elements = { 10.244.1.10 } }
+add set inet weft-policy in.default.test-network-policy.targets6 { type ipv6_addr; elements = { fd00:1::10 } }
+add set inet weft-policy isolated.eg4 { type ipv4_addr; elements = { 10.244.1.10 } }
+add set inet weft-policy isolated.eg6 { type ipv6_addr; elements = { fd00:1::10 } }
+add set inet weft-policy isolated.in4 { type ipv4_addr; elements = { 10.244.1.10 } }
+add set inet weft-policy isolated.in6 { type ipv6_addr; elements = { fd00:1::10 } }
 add chain inet weft-policy eg.default.test-network-policy { comment "default/test-network-policy egress"; }
 add chain inet weft-policy egress { type filter hook forward priority 10; policy accept; }
 add chain inet weft-policy in.default.test-network-policy { comment "default/test-network-policy ingress"; }
@@ -213,19 +200,47 @@ fn a_label_change_is_element_changes_only() {
     let before = build(&policies, &pods);
     pods[2].labels.insert("role".into(), "frontend".into());
     let after = build(&policies, &pods);
-    let Update::Incremental(script) = diff(&before, &after) else {
-        panic!("not incremental");
+    let Update::Elements(changes) = diff(&before, &after) else {
+        panic!("not element changes only");
     };
-    let mut lines: Vec<&str> = script.lines().collect();
-    lines.sort();
+    let mut got: Vec<(Op, &str, Vec<&str>)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c.op,
+                c.set.as_str(),
+                c.elements.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    // Deletions come first: an interval set never holds two overlapping ranges.
+    assert!(got
+        .iter()
+        .rev()
+        .skip_while(|c| c.0 == Op::Add)
+        .all(|c| c.0 == Op::Delete));
+    got.sort();
+    let ip = vec!["10.244.1.12"];
     assert_eq!(
-        lines,
+        got,
         [
-            "add element inet weft-policy in.default.test-network-policy.0.peers4 { 10.244.1.12 }",
-            "delete element inet weft-policy eg.default.test-network-policy.targets4 { 10.244.1.12 }",
-            "delete element inet weft-policy in.default.test-network-policy.targets4 { 10.244.1.12 }",
-            "delete element inet weft-policy isolated.eg4 { 10.244.1.12 }",
-            "delete element inet weft-policy isolated.in4 { 10.244.1.12 }",
+            (
+                Op::Add,
+                "in.default.test-network-policy.0.peers4",
+                ip.clone()
+            ),
+            (
+                Op::Delete,
+                "eg.default.test-network-policy.targets4",
+                ip.clone()
+            ),
+            (
+                Op::Delete,
+                "in.default.test-network-policy.targets4",
+                ip.clone()
+            ),
+            (Op::Delete, "isolated.eg4", ip.clone()),
+            (Op::Delete, "isolated.in4", ip),
         ]
     );
 }
@@ -236,9 +251,12 @@ fn a_label_change_is_element_changes_only() {
 fn a_policy_arriving_adds_its_chain_and_sets() {
     let before = build(&[], &pods());
     let after = build(&[docs_policy()], &pods());
-    let Update::Incremental(script) = diff(&before, &after) else {
-        panic!("not incremental");
+    let Update::Structural(up) = diff(&before, &after) else {
+        panic!("not structural");
     };
+    // Only additions: nothing before or after the script.
+    assert!(up.narrow.is_empty() && up.widen.is_empty(), "{up:?}");
+    let script = &up.script;
     assert!(!script.contains("table"));
     let flushed: Vec<&str> = script.lines().filter(|l| l.starts_with("flush")).collect();
     assert_eq!(
@@ -248,15 +266,34 @@ fn a_policy_arriving_adds_its_chain_and_sets() {
             "flush chain inet weft-policy ingress"
         ]
     );
+    // 12 new sets, and the target pod joining the 4 isolation sets, all declared with
+    // their elements: no `add element`, which would make nft read every set's elements.
     assert_eq!(
         script.lines().filter(|l| l.starts_with("add set")).count(),
-        12
+        16
     );
+    assert!(script.contains(
+        "add set inet weft-policy isolated.in4 { type ipv4_addr; elements = { 10.244.1.10 } }"
+    ));
+    assert!(!script.contains("element inet"));
     assert!(!script.contains("delete"));
-    // And the way back deletes exactly what came.
-    let Update::Incremental(back) = diff(&after, &before) else {
-        panic!("not incremental");
+    // And the way back deletes exactly what came; the pod leaves isolation last.
+    let Update::Structural(back) = diff(&after, &before) else {
+        panic!("not structural");
     };
+    assert!(back.narrow.is_empty(), "{back:?}");
+    let widened: Vec<&str> = back.widen.iter().map(|c| c.set.as_str()).collect();
+    assert_eq!(
+        widened,
+        [
+            "isolated.eg4",
+            "isolated.eg6",
+            "isolated.in4",
+            "isolated.in6"
+        ]
+    );
+    assert!(back.widen.iter().all(|c| c.op == Op::Delete));
+    let back = &back.script;
     assert_eq!(
         back.lines().filter(|l| l.starts_with("delete set")).count(),
         12

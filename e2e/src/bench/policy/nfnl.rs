@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use anyhow::{bail, Context, Result};
 use rtnetlink::sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use weft_agent::policy::nfnl::{align, attr, cstr};
 use weft_common::netns::Netns;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -122,27 +123,6 @@ fn read_reply(mut data: &[u8], seq: u32, found: &mut bool) -> Result<Option<i32>
         data = &data[align(len).min(data.len())..];
     }
     Ok(None)
-}
-
-fn align(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-/// One netlink attribute, padded to 4 bytes.
-fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 4 + payload.len();
-    let mut v = Vec::with_capacity(align(len));
-    v.extend((len as u16).to_ne_bytes());
-    v.extend(kind.to_ne_bytes());
-    v.extend(payload);
-    v.resize(align(len), 0);
-    v
 }
 
 #[cfg(test)]

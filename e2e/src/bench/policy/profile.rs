@@ -1,8 +1,9 @@
 //! Where one table update's time goes, in-process: the agent's own policy code
 //! (`weft_agent::policy`) fed the bench's objects as the watches would (slim pods with
 //! their statuses, namespaces with the label the API server adds, policies), timed step
-//! by step for node-1: compile, render, diff; and `nft -f` of the full table and of a
-//! one-label update in a throwaway netns, as the agent runs it (a process fed on stdin).
+//! by step for node-1: compile, render, diff; then, in a throwaway netns, `nft -f` of the
+//! full table (as the agent replaces it: a process fed on stdin) and the one-label
+//! update as the agent writes it (one nfnetlink element batch).
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -14,7 +15,9 @@ use kube::runtime::watcher::Event;
 use serde_json::json;
 use weft_agent::policy::diff::{diff, Update};
 use weft_agent::policy::inputs::{Input, Inputs};
+use weft_agent::policy::nfnl::{self, SetChange};
 use weft_agent::policy::render::Ruleset;
+use weft_common::netns::Netns;
 
 use super::objects::*;
 use crate::bench::agent::median;
@@ -24,8 +27,8 @@ pub struct Profile {
     pub render_ms: f64,
     pub diff_ms: f64,
     pub nft_full_ms: f64,
-    pub nft_update_ms: f64,
-    pub update_lines: usize,
+    pub update_ms: f64,
+    pub update_elements: usize,
 }
 
 /// Every object as the agent's stores hold them after their lists; `ips(p)` gives pod
@@ -88,22 +91,38 @@ pub fn profile(
     state.apply(Input::Pod(Event::Apply(serde_json::from_value(pod)?)));
     let after = Ruleset::build(&state.compile(node));
     let (diff_ms, update) = timed(5, || diff(&before, &after));
-    let Update::Incremental(script) = update else {
-        bail!("a relabel should be an incremental update, got {update:?}");
+    let Update::Elements(changes) = update else {
+        bail!("a relabel should change elements only, got {update:?}");
     };
+    let update_elements = changes.iter().map(|c| c.elements.len()).sum();
     let ns = format!("wpprof{}", std::process::id());
     crate::bench::agent::sh(&["ip", "netns", "add", &ns])?;
     let loads =
-        (|| -> Result<(f64, f64)> { Ok((nft_f(&ns, &before.script())?, nft_f(&ns, &script)?)) })();
+        (|| -> Result<(f64, f64)> { Ok((nft_f(&ns, &before.script())?, batch(&ns, changes)?)) })();
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    let (nft_full_ms, nft_update_ms) = loads?;
+    let (nft_full_ms, update_ms) = loads?;
     Ok(Profile {
         compile_ms,
         render_ms,
         diff_ms,
         nft_full_ms,
-        nft_update_ms,
-        update_lines: script.lines().count(),
+        update_ms,
+        update_elements,
+    })
+}
+
+/// The element batch in netns `ns`, as the agent writes it; its time in ms.
+fn batch(ns: &str, changes: Vec<SetChange>) -> Result<f64> {
+    let netns = Netns::open(format!("/var/run/netns/{ns}").as_ref())?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<f64> {
+            netns.enter()?;
+            let t = Instant::now();
+            nfnl::apply(&changes)?;
+            Ok(ms(t.elapsed()))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the batch thread panicked"))?
     })
 }
 
