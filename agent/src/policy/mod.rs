@@ -7,11 +7,12 @@
 //!   of this node (isolation, per-policy membership, per-rule element sets).
 //! * [`render`]: the model -> [`render::Ruleset`], the `inet weft-policy` table as sets and
 //!   chains, and the `nft -f` script that installs it; [`diff`]: two rulesets -> the
-//!   element and chain changes between them, one transaction.
+//!   element and chain changes between them.
 //!
 //! And the I/O around it: [`watch`] (the pod, namespace and policy watches, projected
 //! by [`objects`] and gathered in [`inputs`]), [`enforce`] (the loop that keeps the
-//! table in step) and [`table`] (the kernel side, through `nft`).
+//! table in step), [`nfnl`] (set element batches over nfnetlink) and [`table`] (full
+//! loads, chain changes and counters, through `nft`).
 
 pub mod compile;
 pub mod diff;
