@@ -4,6 +4,9 @@
 //!   remote nodes from nothing (N = 100, 1000, 5000) and one changed node at 5000, against
 //!   the same entries written by `ip -batch` / `bridge -batch` (the floor); and the one
 //!   change again by an incremental sync (no dump), as a Node change triggers it.
+//! * One-change latency, the agent's own share ([`super::agent_change`]): the reconcile
+//!   loop and datapath at 5000 Nodes fed a scripted watch stream; one Node added or
+//!   deleted at a time, from its watch event to the kernel's route notification.
 //! * Throughput: iperf3, one TCP stream, pod to pod across two netns "nodes" through
 //!   weft's datapath vs the same topology built by hand with `ip`, alternating A B A B;
 //!   plus the plain underlay veth. Medians, and the median of the per-pair ratios.
@@ -21,7 +24,8 @@
 //! Options: `--runs N` (throughput runs per variant, default 9), `--seconds S` (iperf3
 //! duration, default 3), `--skip-throughput`, `--no-masquerade` (weft's pair and the
 //! hand-built one both without a ruleset; no third pair),
-//! `--skip-convergence`, `--skip-rss`, `--kubeconfig PATH` (an admin kubeconfig of an API server reachable from
+//! `--skip-convergence`, `--skip-change-latency`, `--changes N` (single changes of each
+//! kind, default 15), `--skip-rss`, `--kubeconfig PATH` (an admin kubeconfig of an API server reachable from
 //! the node netns at 192.168.83.0/24, instead of starting one).
 
 use std::net::IpAddr;
