@@ -209,13 +209,25 @@ struct Known {
 /// The plan of one sync and what it is made from.
 struct Planned<'a> {
     plan: plan::Plan,
-    /// The whole desired state, when the sync planned the whole set (else only the
-    /// changed peers were planned).
-    desired: Option<plan::Desired<'a>>,
-    verdicts: Verdicts,
     /// Peers that will have entries.
     peers: usize,
-    sources: BTreeMap<IpAddr, u32>,
+    how: How<'a>,
+}
+
+/// How a sync planned, and what it keeps for the next one once its entries are written.
+enum How<'a> {
+    /// The whole candidate set was checked and planned.
+    Whole {
+        candidates: &'a [&'a Peer],
+        accepted: Vec<&'a Peer>,
+        rejected: Vec<Rejection>,
+        desired: plan::Desired<'a>,
+    },
+    /// Only the changed peers were: the kept state, already updated.
+    Changed {
+        verdicts: Verdicts,
+        sources: BTreeMap<IpAddr, u32>,
+    },
 }
 
 /// Counts `peer`'s VXLAN source addresses in (`up`) or out.
@@ -234,13 +246,13 @@ fn count_sources(sources: &mut BTreeMap<IpAddr, u32>, peer: &Peer, up: bool) {
 
 /// Checks and plans the whole candidate set against `basis`.
 fn plan_all<'a>(
-    peers: &[&'a Peer],
+    candidates: &'a [&'a Peer],
     rules: &Rules,
     local: &plan::Local,
     basis: &Basis,
     ifindex: u32,
 ) -> Planned<'a> {
-    let (verdicts, accepted, _) = Verdicts::new(peers, rules);
+    let (accepted, rejected) = validate(candidates.iter().copied(), rules);
     let desired = plan::desired(accepted.iter().copied(), local);
     for (peer, reason) in &desired.skipped {
         tracing::debug!(peer = %peer, %reason, "peer skipped");
@@ -249,16 +261,15 @@ fn plan_all<'a>(
         Basis::Applied(applied) => delta::diff(&desired, applied),
         Basis::Dumped(actual) => plan::diff(&desired, actual, ifindex),
     };
-    let mut sources = BTreeMap::new();
-    for p in &accepted {
-        count_sources(&mut sources, p, true);
-    }
     Planned {
         plan,
         peers: desired.peers,
-        desired: Some(desired),
-        verdicts,
-        sources,
+        how: How::Whole {
+            candidates,
+            accepted,
+            rejected,
+            desired,
+        },
     }
 }
 
@@ -282,10 +293,8 @@ fn plan_changed<'a>(
     }
     Planned {
         plan: delta::diff_peers(&gone, &came, applied),
-        desired: None,
-        verdicts,
         peers: peers + came.peers - gone.peers,
-        sources,
+        how: How::Changed { verdicts, sources },
     }
 }
 
@@ -634,9 +643,10 @@ impl Datapath {
         };
         let plan = &planned.plan;
         let full = matches!(basis, Basis::Dumped(_));
+        let whole = matches!(planned.how, How::Whole { .. });
         tracing::debug!(
             full,
-            whole = planned.desired.is_some(),
+            whole,
             ?dumped,
             planned = ?started.elapsed(),
             changes = plan.len(),
@@ -644,16 +654,19 @@ impl Datapath {
         );
         let mut stats = SyncStats {
             full,
-            whole: planned.desired.is_some(),
+            whole,
             peers: planned.peers,
             added: plan.added(),
             removed: plan.removed(),
             updated: plan.updated(),
-            rejected: planned.verdicts.rejected(),
+            rejected: match &planned.how {
+                How::Whole { rejected, .. } => rejected.clone(),
+                How::Changed { verdicts, .. } => verdicts.rejected(),
+            },
             ..Default::default()
         };
-        match (&basis, &planned.desired) {
-            (Basis::Dumped(_), Some(desired)) => self.fdb_intent.replace(desired),
+        match (&basis, &planned.how) {
+            (Basis::Dumped(_), How::Whole { desired, .. }) => self.fdb_intent.replace(desired),
             _ => self.fdb_intent.update(plan),
         }
         if !plan.is_empty() {
@@ -678,27 +691,43 @@ impl Datapath {
             );
         }
         let applied_at = started.elapsed();
+        // What the next sync starts from, made only now that the entries are written.
+        let (verdicts, sources, whole_desired) = match planned.how {
+            How::Whole {
+                candidates,
+                accepted,
+                rejected,
+                desired,
+            } => {
+                let mut sources = BTreeMap::new();
+                for p in &accepted {
+                    count_sources(&mut sources, p, true);
+                }
+                let verdicts = Verdicts::of(candidates, &rules, &rejected);
+                (verdicts, sources, Some(desired))
+            }
+            How::Changed { verdicts, sources } => (verdicts, sources, None),
+        };
         // The filter forgets removed peers only after their entries went; new peers are
         // accepted a few ms after their routes are in, as their own routes to this node
         // take as long.
-        let addresses = planned.sources.keys().copied().collect();
+        let addresses = sources.keys().copied().collect();
         if stats.failed == 0 {
-            let entries = match basis {
-                Basis::Applied(mut entries) => {
+            let entries = match (basis, &whole_desired) {
+                (Basis::Dumped(_), Some(desired)) => Applied::from_desired(desired),
+                (Basis::Dumped(_), None) => unreachable!("a full sync plans the whole set"),
+                (Basis::Applied(mut entries), _) => {
                     entries.record(plan);
                     entries
                 }
-                Basis::Dumped(_) => Applied::from_desired(
-                    planned.desired.as_ref().expect("a full sync plans whole"),
-                ),
             };
             *self.known.lock().expect("known lock") = Some(Known {
                 ifindex,
                 entries,
                 foreign_routes: rules.foreign_routes,
-                verdicts: planned.verdicts,
+                verdicts,
                 peers: planned.peers,
-                sources: planned.sources,
+                sources,
             });
         }
         if let Some(previous) = self.filter.start(addresses).await {

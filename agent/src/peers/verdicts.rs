@@ -74,20 +74,30 @@ impl Verdicts {
         rules: &Rules,
     ) -> (Verdicts, Vec<&'a Peer>, Vec<Rejection>) {
         let (accepted, rejected) = validate::validate(candidates.iter().copied(), rules);
+        (
+            Verdicts::of(candidates, rules, &rejected),
+            accepted,
+            rejected,
+        )
+    }
+
+    /// The verdicts of `candidates` that [`validate::validate`] rejected as `rejected`
+    /// under `rules` (a sync keeps them only once its entries are written: counting the
+    /// claims of 5000 peers should not delay a repair).
+    pub fn of(candidates: &[&Peer], rules: &Rules, rejected: &[Rejection]) -> Verdicts {
         let mut claimed =
             KeyMap::with_capacity_and_hasher(3 * candidates.len(), Default::default());
         for claim in candidates.iter().flat_map(|p| claims(p)) {
             *claimed.entry(claim).or_insert(0) += 1;
         }
-        let verdicts = Verdicts {
+        Verdicts {
             rules: rules.clone(),
             claimed,
             rejected: rejected
                 .iter()
                 .map(|r| (r.node.clone(), r.clone()))
                 .collect(),
-        };
-        (verdicts, accepted, rejected)
+        }
     }
 
     /// Takes in `changes` (each name at most once) when they are isolated: every value a
