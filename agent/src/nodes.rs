@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Deserializer};
 use weft_common::annotations::{self as ann, vtep_from};
 
-use crate::peers::{Age, Peer, Reason, Rejection};
+use crate::peers::{Age, Peer, PeerChange, Reason, Rejection};
 
 /// Node annotations the agent reads; every other annotation is dropped while parsing.
 pub const WATCHED_ANNOTATIONS: [&str; 4] = [
@@ -270,6 +270,11 @@ pub struct NodeStore {
     /// The list being received after a (re)start of the watch; swapped in at InitDone.
     relisting: Option<BTreeMap<String, NodeLite>>,
     listed: bool,
+    /// For each node whose candidate changed since the last [`NodeStore::take_changes`],
+    /// the candidate it had then (`None`: none, or malformed), so a sync can check and
+    /// plan those peers alone. `None` when unknown: before the first take, and after a
+    /// relist that changed anything.
+    changed: Option<BTreeMap<String, Option<Peer>>>,
 }
 
 impl NodeStore {
@@ -296,6 +301,7 @@ impl NodeStore {
                 }
                 let changed = !self.listed || fresh != self.nodes;
                 if changed {
+                    self.changed = None;
                     self.candidates = fresh
                         .values()
                         .filter_map(|n| Some((n.name.clone(), n.to_candidate()?)))
@@ -313,6 +319,7 @@ impl NodeStore {
                 }
                 log_problems(&lite);
                 let name = lite.name.clone();
+                self.note_change(&name);
                 match lite.to_candidate() {
                     Some(c) => self.candidates.insert(name.clone(), c),
                     None => self.candidates.remove(&name),
@@ -323,6 +330,7 @@ impl NodeStore {
             }
             watcher::Event::Delete(node) => {
                 let name = node.metadata.name.unwrap_or_default();
+                self.note_change(&name);
                 let removed = self.nodes.remove(&name).is_some();
                 self.candidates.remove(&name);
                 if removed {
@@ -349,6 +357,43 @@ impl NodeStore {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// Remembers `name`'s candidate as it is now, unless it changed already since the
+    /// last take (the sync must see the one it knew).
+    fn note_change(&mut self, name: &str) {
+        let Some(changed) = &mut self.changed else {
+            return;
+        };
+        if !changed.contains_key(name) {
+            let old = self.candidates.get(name).and_then(|c| c.as_ref().ok());
+            changed.insert(name.to_owned(), old.cloned());
+        }
+    }
+
+    /// The nodes changed since the last call, each with the candidate it had then;
+    /// `None` when that is not known (the first call, a relist that changed anything):
+    /// the whole candidate set must be checked. The next call reports from now on.
+    pub fn take_changes(&mut self) -> Option<BTreeMap<String, Option<Peer>>> {
+        self.changed.replace(BTreeMap::new())
+    }
+
+    /// `taken` (from [`NodeStore::take_changes`]) as the datapath needs it: each node's
+    /// candidate then and now, leaving out `self_name`.
+    pub fn changes<'a>(
+        &'a self,
+        taken: &'a BTreeMap<String, Option<Peer>>,
+        self_name: &str,
+    ) -> Vec<PeerChange<'a>> {
+        taken
+            .iter()
+            .filter(|(name, _)| *name != self_name)
+            .map(|(name, old)| PeerChange {
+                name,
+                old: old.as_ref(),
+                new: self.candidates.get(name).and_then(|c| c.as_ref().ok()),
+            })
+            .collect()
     }
 
     /// What [`build_peers`] returns, borrowed from the store.

@@ -32,7 +32,7 @@ use crate::coalesce::Coalescer;
 use crate::datapath::SyncKind;
 use crate::metrics::{ErrorKind, Metrics, SyncCounts};
 use crate::nodes::{NodeLite, NodeStore, SlimNode};
-use crate::peers::{Peer, Reason, Rejection};
+use crate::peers::{Peer, PeerChange, Reason, Rejection};
 
 /// What one sync did, as the loop needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,17 +51,25 @@ pub struct SyncOutcome {
 pub trait PeerSync: Send + Sync {
     /// Makes the datapath match `peers` (candidates: the datapath validates them)
     /// exactly. Idempotent. `kind` says whether the kernel must be read (full) or what
-    /// the last sync applied may be trusted (incremental).
+    /// the last sync applied may be trusted (incremental); `changes`, when known, which
+    /// candidates changed since the last sync (an incremental sync may then check and
+    /// plan those alone).
     fn sync(
         &self,
         peers: &[&Peer],
+        changes: Option<&[PeerChange<'_>]>,
         kind: SyncKind,
     ) -> impl Future<Output = anyhow::Result<SyncOutcome>> + Send;
 }
 
 impl PeerSync for crate::datapath::Datapath {
-    async fn sync(&self, peers: &[&Peer], kind: SyncKind) -> anyhow::Result<SyncOutcome> {
-        let s = crate::datapath::Datapath::sync_kind(self, peers, kind).await?;
+    async fn sync(
+        &self,
+        peers: &[&Peer],
+        changes: Option<&[PeerChange<'_>]>,
+        kind: SyncKind,
+    ) -> anyhow::Result<SyncOutcome> {
+        let s = crate::datapath::Datapath::sync_changes(self, peers, changes, kind).await?;
         // Docker (or anyone) may add or re-create a DROP policy in the iptables FORWARD
         // chain at any time: weft's accepts there are checked on every full sync (the
         // periodic resync at the latest). Not on incremental ones: `iptables -S` runs a
@@ -144,6 +152,17 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(3);
 pub fn retry_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(6);
     Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
+}
+
+/// Resolves at `due` (never when `None`), and at once when that has passed: without
+/// asking the timer, which rounds every deadline up to its next millisecond tick and so
+/// delayed each leading-edge sync by one to two milliseconds.
+async fn at(due: Option<Instant>) {
+    match due {
+        Some(t) if t <= Instant::now() => {}
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 pub struct Reconciler<S> {
@@ -238,9 +257,9 @@ impl<S: PeerSync> Reconciler<S> {
                         }
                     }
                 },
-                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                _ = at(due), if due.is_some() => {
                     let kind = schedule.start().unwrap_or(SyncKind::Full);
-                    let synced = self.sync_once(&store, kind, &mut failures, &mut reported).await;
+                    let synced = self.sync_once(&mut store, kind, &mut failures, &mut reported).await;
                     let retry = (synced != Synced::Ok).then(|| Instant::now() + retry_delay(failures));
                     schedule.done(Instant::now(), retry);
                 }
@@ -257,15 +276,23 @@ impl<S: PeerSync> Reconciler<S> {
     /// One sync of the whole peer set.
     async fn sync_once(
         &self,
-        store: &NodeStore,
+        store: &mut NodeStore,
         kind: SyncKind,
         failures: &mut u32,
         reported: &mut Vec<(String, Reason)>,
     ) -> Synced {
+        // Taken whatever the kind: a full sync needs none, and starts the next count.
+        let taken = store.take_changes();
+        let store = &*store;
         let (peers, malformed) = store.peers(&self.node_name);
+        let changes = taken.as_ref().map(|t| store.changes(t, &self.node_name));
         let start = Instant::now();
         let span = tracing::info_span!("reconcile", peers = peers.len(), ?kind);
-        let result = self.datapath.sync(&peers, kind).instrument(span).await;
+        let result = self
+            .datapath
+            .sync(&peers, changes.as_deref(), kind)
+            .instrument(span)
+            .await;
         let took = start.elapsed();
         match result {
             Ok(outcome) => {
@@ -363,18 +390,32 @@ mod tests {
     use tokio::sync::mpsc as tmpsc;
     use weft_common::annotations as ann;
 
+    /// Each sync's changes: (name, had a candidate, has one), or `None` (unknown).
+    type Changes = Arc<std::sync::Mutex<Vec<Option<Vec<(String, bool, bool)>>>>>;
+
     /// Records each sync's peer names (when it starts) and kind; fails the first `fail`
     /// calls; each takes `takes` (virtual time).
     struct Fake {
         calls: tmpsc::UnboundedSender<Vec<String>>,
         kinds: Arc<std::sync::Mutex<Vec<SyncKind>>>,
+        changes: Changes,
         fail: AtomicUsize,
         takes: Duration,
     }
 
     impl PeerSync for Fake {
-        async fn sync(&self, peers: &[&Peer], kind: SyncKind) -> anyhow::Result<SyncOutcome> {
+        async fn sync(
+            &self,
+            peers: &[&Peer],
+            changes: Option<&[PeerChange<'_>]>,
+            kind: SyncKind,
+        ) -> anyhow::Result<SyncOutcome> {
             self.kinds.lock().unwrap().push(kind);
+            self.changes.lock().unwrap().push(changes.map(|c| {
+                c.iter()
+                    .map(|c| (c.name.to_owned(), c.old.is_some(), c.new.is_some()))
+                    .collect()
+            }));
             let _ = self
                 .calls
                 .send(peers.iter().map(|p| p.name.clone()).collect());
@@ -405,6 +446,7 @@ mod tests {
         tx: Tx,
         calls: tmpsc::UnboundedReceiver<Vec<String>>,
         kinds: Arc<std::sync::Mutex<Vec<SyncKind>>>,
+        changes: Changes,
         metrics: Arc<Metrics>,
         ready: watch::Receiver<bool>,
         own: watch::Receiver<Option<NodeLite>>,
@@ -426,6 +468,7 @@ mod tests {
     ) -> Harness {
         let (tx, rx) = mpsc::unbounded();
         let kinds = Arc::default();
+        let changes = Arc::default();
         let (calls_tx, calls) = tmpsc::unbounded_channel();
         let metrics = Arc::new(Metrics::default());
         let (ready_tx, ready) = watch::channel(false);
@@ -434,6 +477,7 @@ mod tests {
             datapath: Fake {
                 calls: calls_tx,
                 kinds: Arc::clone(&kinds),
+                changes: Arc::clone(&changes),
                 fail: AtomicUsize::new(fail),
                 takes,
             },
@@ -452,6 +496,7 @@ mod tests {
             tx,
             calls,
             kinds,
+            changes,
             metrics,
             ready,
             own,
@@ -627,6 +672,45 @@ mod tests {
                 SyncKind::Incremental,
                 SyncKind::Full,
                 SyncKind::Full,
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_sync_gets_the_nodes_changed_since_the_one_before() {
+        let mut h = start(0);
+        assert_eq!(list(&mut h, vec![node("a", 2, "1")]).await, ["a"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // b added, a deleted, the own Node changed: one sync, own Node left out.
+        send(&h, watcher::Event::Apply(node("b", 3, "1")));
+        send(&h, watcher::Event::Delete(node("a", 2, "2")));
+        send(&h, watcher::Event::Apply(node("me", 1, "1")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["b"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A relist that changes something: the changes are unknown.
+        send(&h, watcher::Event::Init);
+        send(&h, watcher::Event::InitApply(node("c", 4, "1")));
+        send(&h, watcher::Event::InitDone);
+        assert_eq!(h.calls.recv().await.unwrap(), ["c"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // b's VTEP changes twice before the next sync: reported once, as first known.
+        let mut n = node("c", 4, "2");
+        n.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ann::VTEP_MAC.into(), "02:00:00:00:01:04".into());
+        send(&h, watcher::Event::Apply(n));
+        send(&h, watcher::Event::Apply(node("c", 4, "3")));
+        assert_eq!(h.calls.recv().await.unwrap(), ["c"]);
+        let t = |n: &str, old, new| (n.to_string(), old, new);
+        assert_eq!(
+            std::mem::take(&mut *h.changes.lock().unwrap()),
+            [
+                None, // the first list
+                Some(vec![t("a", true, false), t("b", false, true)]),
+                None,
+                Some(vec![t("c", true, true)]),
             ]
         );
     }

@@ -6,7 +6,7 @@ mod datapath_support;
 
 use datapath_support::*;
 use weft_agent::datapath::{Datapath, SyncKind, SyncStats};
-use weft_agent::peers::Peer;
+use weft_agent::peers::{Peer, PeerChange};
 use weft_common::annotations::Mac;
 
 /// (full, added, removed, updated) of a sync.
@@ -234,4 +234,135 @@ fn the_kernel_watch_ignores_the_echo_of_weft_s_own_fdb_writes_only() {
         });
     });
     scenario.join().expect("scenario");
+}
+
+/// The nft element listing of the VXLAN source set (IPv4).
+fn peer_set(ns: &str) -> String {
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "weft",
+        "vxlan_peers_v4",
+    ])
+}
+
+#[test]
+fn syncs_told_the_changed_nodes_check_and_plan_those_alone_and_agree_with_a_full_sync() {
+    if !weft_common::require_root(
+        "syncs_told_the_changed_nodes_check_and_plan_those_alone_and_agree_with_a_full_sync",
+    ) {
+        return;
+    }
+    let c = Cluster::new("ichg", 3, 1);
+    c.sync_all();
+    let n1 = &c.nodes[0];
+    n1.agent.drop_datapath();
+    let cfg = n1.config();
+    let ns = n1.ns.clone();
+    let (p2, p3) = (c.nodes[1].peer(), c.nodes[2].peer());
+    let (pod1, pod3) = (n1.pods[0].ns.clone(), c.nodes[2].pods[0].ip);
+    let scenario = in_netns(&n1.ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+            tokio::spawn(conn);
+            let dp = Datapath::setup(cfg, handle).await.unwrap();
+            use SyncKind::{Full, Incremental};
+            let change =
+                |name: &'static str, old: Option<&'static Peer>, new| PeerChange { name, old, new };
+            // Leaked: the changes borrow them for the whole scenario.
+            let p2: &'static Peer = Box::leak(Box::new(p2));
+            let p3: &'static Peer = Box::leak(Box::new(p3));
+            let n3: &'static str = &p3.name;
+            let s = dp.sync_changes(&[p2], None, Full).await.unwrap();
+            assert_eq!(counts(&s), (true, 0, 3, 0), "node 3's entries were there");
+
+            // Node 3 appears, told as a change: its entries and its source address.
+            let s = dp
+                .sync_changes(&[p2, p3], Some(&[change(n3, None, Some(p3))]), Incremental)
+                .await
+                .unwrap();
+            assert_eq!(counts(&s), (false, 3, 0, 0));
+            assert_eq!((s.whole, s.peers), (false, 2), "node 3 alone was checked");
+            assert!(show(&ns, "route show proto 87").contains("10.244.3.0/24"));
+            // The filter's update runs on after the sync: settled, it has node 3.
+            let outcome = dp.settle_filter().await.expect("an update ran").unwrap();
+            assert_eq!((outcome.allowed, outcome.forgotten), (1, 0));
+            assert!(peer_set(&ns).contains("192.168.77.3"), "{}", peer_set(&ns));
+            assert!(ping_ok(&pod1, pod3), "pod on node 1 cannot reach node 3's");
+            let s = dp.sync_changes(&[p2, p3], None, Full).await.unwrap();
+            assert_eq!(counts(&s), (true, 0, 0, 0), "the full sync agrees");
+
+            // A newcomer copying node 3's VTEP MAC: a shared claim, so the whole set is
+            // checked: the newcomer is rejected, node 3 keeps its entries.
+            let mut thief = c_peer("n9", "10.244.9.0/24", "192.168.77.9");
+            thief.vtep.as_mut().unwrap().mac = p3.vtep.unwrap().mac;
+            // Younger: neither has a creation time, and its UID sorts after node 3's.
+            thief.age.uid = "z".into();
+            let thief: &'static Peer = Box::leak(Box::new(thief));
+            let s = dp
+                .sync_changes(
+                    &[p2, p3, thief],
+                    Some(&[change("n9", None, Some(thief))]),
+                    Incremental,
+                )
+                .await
+                .unwrap();
+            assert_eq!(counts(&s), (false, 0, 0, 0), "{s:?}");
+            assert!(s.whole, "a shared claim: every candidate was checked");
+            assert_eq!(s.rejected.len(), 1, "{s:?}");
+            assert_eq!(s.rejected[0].node, "n9");
+            // Node 3 goes: the MAC is free, the newcomer gets entries (whole set again).
+            let s = dp
+                .sync_changes(
+                    &[p2, thief],
+                    Some(&[change(n3, Some(p3), None)]),
+                    Incremental,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (s.full, s.added, s.removed, s.updated),
+                (false, 2, 2, 1),
+                "{s:?}"
+            );
+            assert!(s.whole);
+            assert!(s.rejected.is_empty(), "{s:?}");
+            let routes = show(&ns, "route show proto 87");
+            assert!(!routes.contains("10.244.3.0/24"), "{routes}");
+            assert!(routes.contains("10.244.9.0/24"), "{routes}");
+            dp.settle_filter().await.expect("an update ran").unwrap();
+            let set = peer_set(&ns);
+            assert!(
+                !set.contains("192.168.77.3") && set.contains("192.168.77.9"),
+                "{set}"
+            );
+            let s = dp.sync_changes(&[p2, thief], None, Full).await.unwrap();
+            assert_eq!(counts(&s), (true, 0, 0, 0), "the full sync agrees");
+        });
+    });
+    scenario.join().expect("scenario");
+}
+
+/// A peer that is no node of the cluster: pod CIDR `cidr`, underlay address `ip`.
+fn c_peer(name: &str, cidr: &str, ip: &str) -> Peer {
+    Peer {
+        name: name.into(),
+        pod_cidrs: vec![cidr.parse().unwrap()],
+        vtep: Some(weft_common::annotations::Vtep {
+            mac: "02:42:00:00:09:09".parse().unwrap(),
+            public_ip: ip.parse().unwrap(),
+        }),
+        node_ip: Some(ip.parse().unwrap()),
+        ..Default::default()
+    }
 }

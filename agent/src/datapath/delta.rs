@@ -150,6 +150,81 @@ pub fn diff(desired: &Desired, applied: &Applied) -> Plan {
     plan
 }
 
+/// The plan for a change of some peers only: `removed` is the desired state of the peers
+/// as they were (their entries, as applied, go unless `added` wants them), `added` that
+/// of the peers as they are now. Equal to [`diff`] of the whole new desired state against
+/// `applied` when `applied` holds exactly the old whole desired state and no other peer
+/// shares a key (pod CIDR, VTEP IP, MAC) with these (the tests check that): O(changes),
+/// where [`diff`] walks every peer's entries.
+pub fn diff_peers(removed: &Desired, added: &Desired, applied: &Applied) -> Plan {
+    let mut plan = Plan::default();
+    for (ip, want) in &added.neighs {
+        let change = match applied.neighs.get(ip) {
+            Some(mac) if *mac == want.entry => None,
+            Some(_) => Some(Change::Update),
+            None => Some(Change::Add),
+        };
+        if let Some(change) = change {
+            let entry = Neigh {
+                ip: *ip,
+                mac: want.entry,
+            };
+            plan.set_neighs.push(set(want.peer, entry, change));
+        }
+    }
+    for ip in removed.neighs.keys() {
+        match applied.neighs.get(ip) {
+            Some(mac) if !added.neighs.contains_key(ip) => {
+                plan.del_neighs.push(Neigh { ip: *ip, mac: *mac })
+            }
+            _ => {}
+        }
+    }
+    for (mac, want) in &added.fdb {
+        let change = match applied.fdb.get(mac) {
+            Some(dst) if *dst == want.entry => None,
+            Some(_) => Some(Change::Update),
+            None => Some(Change::Add),
+        };
+        if let Some(change) = change {
+            let entry = Fdb {
+                mac: *mac,
+                dst: want.entry,
+            };
+            plan.set_fdb.push(set(want.peer, entry, change));
+        }
+    }
+    for mac in removed.fdb.keys() {
+        match applied.fdb.get(mac) {
+            Some(dst) if !added.fdb.contains_key(mac) => plan.del_fdb.push(Fdb {
+                mac: *mac,
+                dst: *dst,
+            }),
+            _ => {}
+        }
+    }
+    for (dst, want) in &added.routes {
+        let change = match applied.routes.get(dst) {
+            Some(r) if *r == want.entry => continue,
+            Some(r) if r.priority == want.entry.priority => Change::Update,
+            Some(r) => {
+                plan.del_routes.push(*r);
+                Change::Add
+            }
+            None => Change::Add,
+        };
+        plan.set_routes.push(set(want.peer, want.entry, change));
+    }
+    for dst in removed.routes.keys() {
+        match applied.routes.get(dst) {
+            Some(r) if !added.routes.contains_key(dst) => plan.del_routes.push(*r),
+            _ => {}
+        }
+    }
+    plan.sort();
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +342,59 @@ mod tests {
                 assert_eq!(applied, Applied::from_desired(&d), "step {i}");
                 assert!(diff(&d, &applied).is_empty());
             }
+        }
+    }
+
+    /// Changing, adding and removing a few peers at a time (peers whose keys no other
+    /// peer shares): the plan from those peers alone is the whole diff's.
+    #[test]
+    fn the_plan_of_the_changed_peers_is_the_whole_diff() {
+        for direct in [false, true] {
+            let l = local(direct);
+            let mut peers: Vec<Peer> = (1..=400).map(|k| peer(k, 0)).collect();
+            let mut applied = Applied::from_desired(&desired(&peers, &l));
+            // (index into `peers`, new version or None to remove), then new peers.
+            let list = [10usize, 3, 21, 43, 87, 99, 120, 131, 54];
+            for (step, k) in list.into_iter().enumerate() {
+                let old = peers[k].clone();
+                let new = match step % 3 {
+                    // A new MAC, and every other time a new public IP.
+                    0 => {
+                        let mut p = old.clone();
+                        let v = p.vtep.as_mut().unwrap();
+                        v.mac = Mac([2, 9, 0, 0, step as u8, 1]);
+                        if step % 2 == 0 {
+                            v.public_ip =
+                                IpAddr::V4(std::net::Ipv4Addr::new(172, 31, 0, step as u8));
+                        }
+                        Some(p)
+                    }
+                    1 => None,
+                    _ => Some(peer(1000 + k as u32, 0)),
+                };
+                let mut next = peers.clone();
+                match &new {
+                    Some(p) if p.name == old.name => next[k] = p.clone(),
+                    Some(p) => {
+                        next.remove(k);
+                        next.push(p.clone());
+                    }
+                    None => {
+                        next.remove(k);
+                    }
+                }
+                let whole = diff(&desired(&next, &l), &applied);
+                let part = diff_peers(&desired([&old], &l), &desired(new.iter(), &l), &applied);
+                assert_eq!(part, whole, "step {step}, direct routing {direct}");
+                // (A direct route does not depend on the VTEP.)
+                assert!(direct || !part.is_empty(), "step {step}");
+                applied.record(&part);
+                assert_eq!(applied, Applied::from_desired(&desired(&next, &l)));
+                peers = next;
+            }
+            // Nothing changed: nothing to do.
+            let same = desired([&peers[0]], &l);
+            assert!(diff_peers(&same, &same, &applied).is_empty());
         }
     }
 

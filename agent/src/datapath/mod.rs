@@ -28,8 +28,10 @@ pub mod device;
 pub mod dump;
 pub mod entries;
 mod error;
+pub mod filter;
 pub mod plan;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,11 +44,12 @@ use weft_common::subnet_file::{gateway_for, NodeSubnet};
 pub use error::Error;
 pub use plan::ROUTE_PROTOCOL;
 
-use crate::firewall::{PeerFilter, TableSpec};
-use crate::peers::{validate, Peer, Rejection, Rules};
+use crate::firewall::TableSpec;
+use crate::peers::{validate, Peer, PeerChange, Rejection, Rules, Verdicts};
 use delta::Applied;
 use device::VxlanSpec;
 use dump::DumpSocket;
+use filter::FilterUpdates;
 
 /// Everything [`Datapath::setup`] needs; computed by the caller from net-conf, the Node
 /// and the chosen underlay interface.
@@ -94,6 +97,8 @@ pub enum SyncKind {
 pub struct SyncStats {
     /// The kernel's entries were dumped (a full sync), not taken from the last sync.
     pub full: bool,
+    /// Every candidate was checked and planned, not only the changed ones.
+    pub whole: bool,
     /// Peers that have entries.
     pub peers: usize,
     pub added: usize,
@@ -191,6 +196,106 @@ struct Known {
     /// Destinations of the routes not weft's, from the last dump: an incremental sync
     /// checks peers against these (a route added since is caught by the next full sync).
     foreign_routes: Vec<IpNet>,
+    /// The verdicts of the candidates the entries are for, so that changed peers can be
+    /// checked alone.
+    verdicts: Verdicts,
+    /// Peers that have entries.
+    peers: usize,
+    /// How many accepted peers each VXLAN source address is for (a public IP may be
+    /// another peer's InternalIP): the filter's sets hold these addresses.
+    sources: BTreeMap<IpAddr, u32>,
+}
+
+/// The plan of one sync and what it is made from.
+struct Planned<'a> {
+    plan: plan::Plan,
+    /// Peers that will have entries.
+    peers: usize,
+    how: How<'a>,
+}
+
+/// How a sync planned, and what it keeps for the next one once its entries are written.
+enum How<'a> {
+    /// The whole candidate set was checked and planned.
+    Whole {
+        candidates: &'a [&'a Peer],
+        accepted: Vec<&'a Peer>,
+        rejected: Vec<Rejection>,
+        desired: plan::Desired<'a>,
+    },
+    /// Only the changed peers were: the kept state, already updated.
+    Changed {
+        verdicts: Verdicts,
+        sources: BTreeMap<IpAddr, u32>,
+    },
+}
+
+/// Counts `peer`'s VXLAN source addresses in (`up`) or out.
+fn count_sources(sources: &mut BTreeMap<IpAddr, u32>, peer: &Peer, up: bool) {
+    for ip in crate::firewall::vxlan::peer_addresses(std::slice::from_ref(peer)) {
+        if up {
+            *sources.entry(ip).or_insert(0) += 1;
+        } else if let Some(n) = sources.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                sources.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Checks and plans the whole candidate set against `basis`.
+fn plan_all<'a>(
+    candidates: &'a [&'a Peer],
+    rules: &Rules,
+    local: &plan::Local,
+    basis: &Basis,
+    ifindex: u32,
+) -> Planned<'a> {
+    let (accepted, rejected) = validate(candidates.iter().copied(), rules);
+    let desired = plan::desired(accepted.iter().copied(), local);
+    for (peer, reason) in &desired.skipped {
+        tracing::debug!(peer = %peer, %reason, "peer skipped");
+    }
+    let plan = match basis {
+        Basis::Applied(applied) => delta::diff(&desired, applied),
+        Basis::Dumped(actual) => plan::diff(&desired, actual, ifindex),
+    };
+    Planned {
+        plan,
+        peers: desired.peers,
+        how: How::Whole {
+            candidates,
+            accepted,
+            rejected,
+            desired,
+        },
+    }
+}
+
+/// Plans only the peers an isolated change touched ([`Verdicts::update`]), against
+/// what the last sync applied (which held `peers` peers and `sources`).
+fn plan_changed<'a>(
+    changed: crate::peers::verdicts::Changed<'a>,
+    verdicts: Verdicts,
+    peers: usize,
+    mut sources: BTreeMap<IpAddr, u32>,
+    local: &plan::Local,
+    applied: &Applied,
+) -> Planned<'a> {
+    let gone = plan::desired(changed.removed.iter().copied(), local);
+    let came = plan::desired(changed.added.iter().copied(), local);
+    for p in &changed.removed {
+        count_sources(&mut sources, p, false);
+    }
+    for p in &changed.added {
+        count_sources(&mut sources, p, true);
+    }
+    Planned {
+        plan: delta::diff_peers(&gone, &came, applied),
+        peers: peers + came.peers - gone.peers,
+        how: How::Changed { verdicts, sources },
+    }
 }
 
 /// A node's datapath, set up. Dropping it leaves everything in the kernel.
@@ -210,8 +315,8 @@ pub struct Datapath {
     /// `None` until a sync succeeded whole, and after any failure: the next sync dumps.
     known: Mutex<Option<Known>>,
     fdb_intent: FdbIntent,
-    /// The VXLAN source filter's sets.
-    filter: PeerFilter,
+    /// The VXLAN source filter's sets, updated after each sync's entries.
+    filter: FilterUpdates,
 }
 
 /// The VTEP addresses for `pod_cidrs`: each one's network address, as a host route.
@@ -397,7 +502,7 @@ impl Datapath {
             sysctl_on("ipv6/conf/all/forwarding")?;
         }
 
-        let filter = PeerFilter::default();
+        let filter = FilterUpdates::default();
         crate::firewall::apply(&TableSpec {
             cluster_cidrs: cfg.cluster_cidrs.clone(),
             masquerade: cfg.masquerade,
@@ -460,10 +565,38 @@ impl Datapath {
     }
 
     /// [`Datapath::sync`], diffing against what the last sync applied when `kind` is
-    /// [`SyncKind::Incremental`] and that is known. Peers are always checked and planned
-    /// as a whole set: whether one is accepted can depend on the others (duplicate claims
-    /// go to the older Node).
+    /// [`SyncKind::Incremental`] and that is known. Peers are checked and planned as a
+    /// whole set: whether one is accepted can depend on the others (duplicate claims go
+    /// to the older Node).
+    /// Returns once the VXLAN source filter is updated too.
     pub async fn sync_kind(&self, peers: &[&Peer], kind: SyncKind) -> Result<SyncStats, Error> {
+        let mut stats = self.sync_changes(peers, None, kind).await?;
+        if let Some(outcome) = self.settle_filter().await {
+            stats.drops = outcome?.drops.or(stats.drops);
+        }
+        Ok(stats)
+    }
+
+    /// Waits for the VXLAN source filter's update that the last sync started, if it is
+    /// still running, and returns its outcome.
+    pub async fn settle_filter(&self) -> Option<Result<filter::FilterOutcome, Error>> {
+        self.filter.settle().await
+    }
+
+    /// [`Datapath::sync_kind`]; an incremental sync that is told which candidates changed
+    /// since the last sync (`changes`, each node at most once) checks and plans only
+    /// those when no other candidate shares a claimed value with them ([`Verdicts`]),
+    /// and the whole set otherwise. `peers` is every candidate either way.
+    ///
+    /// Returns once the entries are written: the VXLAN source filter's update runs on
+    /// ([`Datapath::settle_filter`]). The next sync waits for it, after its own entries,
+    /// and fails if it did (the filter's drop counters, too, come with the next sync).
+    pub async fn sync_changes(
+        &self,
+        peers: &[&Peer],
+        changes: Option<&[PeerChange<'_>]>,
+        kind: SyncKind,
+    ) -> Result<SyncStats, Error> {
         let _serial = self.sync_lock.lock().await;
         let ifindex = self.check_device().await?;
         let started = std::time::Instant::now();
@@ -474,18 +607,20 @@ impl Datapath {
             .expect("known lock")
             .take()
             .filter(|k| kind == SyncKind::Incremental && k.ifindex == ifindex);
-        let (basis, foreign) = match known {
-            Some(k) => (Basis::Applied(k.entries), k.foreign_routes),
+        let (basis, foreign, last) = match known {
+            Some(k) => {
+                let last = (k.verdicts, k.peers, k.sources);
+                (Basis::Applied(k.entries), k.foreign_routes, Some(last))
+            }
             None => {
                 let actual = self.dump_entries(ifindex).await?;
                 let foreign = foreign_routes(&actual.routes, &self.cfg.pod_cidrs);
-                (Basis::Dumped(actual), foreign)
+                (Basis::Dumped(actual), foreign, None)
             }
         };
         let dumped = started.elapsed();
         let underlay_net = self.state.lock().expect("state lock").underlay_net;
         let rules = rules(&self.cfg, underlay_net, Some(self.mac), foreign);
-        let (accepted, rejected) = validate(peers.iter().copied(), &rules);
         let local = plan::Local {
             device: ifindex,
             underlay: self.cfg.underlay_ifindex,
@@ -493,34 +628,49 @@ impl Datapath {
             direct_routing: self.cfg.direct_routing,
             own_pod_cidrs: self.cfg.pod_cidrs.clone(),
         };
-        let desired = plan::desired(accepted.iter().copied(), &local);
-        for (peer, reason) in &desired.skipped {
-            tracing::debug!(peer = %peer, %reason, "peer skipped");
-        }
-        let plan = match &basis {
-            Basis::Applied(applied) => delta::diff(&desired, applied),
-            Basis::Dumped(actual) => plan::diff(&desired, actual, ifindex),
+        // The changed peers alone when that is known and enough, else the whole set.
+        let partial = match (&basis, last, changes) {
+            (Basis::Applied(applied), Some((mut verdicts, count, sources)), Some(changes)) => {
+                verdicts
+                    .update(changes, &rules)
+                    .map(|changed| plan_changed(changed, verdicts, count, sources, &local, applied))
+            }
+            _ => None,
         };
+        let planned = match partial {
+            Some(p) => p,
+            None => plan_all(peers, &rules, &local, &basis, ifindex),
+        };
+        let plan = &planned.plan;
         let full = matches!(basis, Basis::Dumped(_));
-        tracing::debug!(full, ?dumped, planned = ?started.elapsed(), changes = plan.len(), "sync planned");
+        let whole = matches!(planned.how, How::Whole { .. });
+        tracing::debug!(
+            full,
+            whole,
+            ?dumped,
+            planned = ?started.elapsed(),
+            changes = plan.len(),
+            "sync planned"
+        );
         let mut stats = SyncStats {
             full,
-            peers: desired.peers,
+            whole,
+            peers: planned.peers,
             added: plan.added(),
             removed: plan.removed(),
             updated: plan.updated(),
-            rejected,
+            rejected: match &planned.how {
+                How::Whole { rejected, .. } => rejected.clone(),
+                How::Changed { verdicts, .. } => verdicts.rejected(),
+            },
             ..Default::default()
         };
-        // The filter first learns new peers (their packets are accepted before the routes
-        // make pods send to them) and forgets removed ones only after their entries go;
-        // one update after the entries does both, as a sync is short.
-        match basis {
-            Basis::Applied(_) => self.fdb_intent.update(&plan),
-            Basis::Dumped(_) => self.fdb_intent.replace(&desired),
+        match (&basis, &planned.how) {
+            (Basis::Dumped(_), How::Whole { desired, .. }) => self.fdb_intent.replace(desired),
+            _ => self.fdb_intent.update(plan),
         }
         if !plan.is_empty() {
-            match entries::apply(&self.handle, ifindex, &plan).await {
+            match entries::apply(&self.handle, ifindex, plan).await {
                 Ok(()) => {}
                 // Entries the kernel refused are the refused peers' problem: the others
                 // are in place, so the sync reports them and goes on.
@@ -540,33 +690,50 @@ impl Datapath {
                 "datapath synced"
             );
         }
+        let applied_at = started.elapsed();
+        // What the next sync starts from, made only now that the entries are written.
+        let (verdicts, sources, whole_desired) = match planned.how {
+            How::Whole {
+                candidates,
+                accepted,
+                rejected,
+                desired,
+            } => {
+                let mut sources = BTreeMap::new();
+                for p in &accepted {
+                    count_sources(&mut sources, p, true);
+                }
+                let verdicts = Verdicts::of(candidates, &rules, &rejected);
+                (verdicts, sources, Some(desired))
+            }
+            How::Changed { verdicts, sources } => (verdicts, sources, None),
+        };
+        // The filter forgets removed peers only after their entries went; new peers are
+        // accepted a few ms after their routes are in, as their own routes to this node
+        // take as long.
+        let addresses = sources.keys().copied().collect();
         if stats.failed == 0 {
-            let entries = match basis {
-                Basis::Applied(mut entries) => {
-                    entries.record(&plan);
+            let entries = match (basis, &whole_desired) {
+                (Basis::Dumped(_), Some(desired)) => Applied::from_desired(desired),
+                (Basis::Dumped(_), None) => unreachable!("a full sync plans the whole set"),
+                (Basis::Applied(mut entries), _) => {
+                    entries.record(plan);
                     entries
                 }
-                Basis::Dumped(_) => Applied::from_desired(&desired),
             };
             *self.known.lock().expect("known lock") = Some(Known {
                 ifindex,
                 entries,
                 foreign_routes: rules.foreign_routes,
+                verdicts,
+                peers: planned.peers,
+                sources,
             });
         }
-        let addresses = accepted
-            .iter()
-            .flat_map(|p| crate::firewall::vxlan::peer_addresses(std::slice::from_ref(*p)))
-            .collect();
-        let (allowed, forgotten) = self.filter.update(addresses)?;
-        if allowed + forgotten > 0 {
-            tracing::debug!(allowed, forgotten, "VXLAN peer sets updated");
+        if let Some(previous) = self.filter.start(addresses).await {
+            stats.drops = previous?.drops;
         }
-        match self.filter.drops_if_due() {
-            Some(Ok(d)) => stats.drops = Some(d),
-            Some(Err(e)) => tracing::debug!(error = %e, "cannot read the VXLAN drop counters"),
-            None => {}
-        }
+        tracing::debug!(full, applied = ?applied_at, total = ?started.elapsed(), "sync phases");
         Ok(stats)
     }
 

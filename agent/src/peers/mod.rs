@@ -2,6 +2,7 @@
 //! ([`validate`]) which remote Nodes may become kernel entries at all.
 
 pub mod validate;
+pub mod verdicts;
 
 use std::net::IpAddr;
 
@@ -9,6 +10,7 @@ use ipnet::IpNet;
 use weft_common::annotations::Vtep;
 
 pub use validate::{validate, Reason, Rejection, Rules};
+pub use verdicts::{PeerChange, Verdicts};
 
 /// A remote node as the datapath needs it. Built from a Node object (name, spec.podCIDRs,
 /// weft annotations, InternalIP) or, in tests and benchmarks, by hand.

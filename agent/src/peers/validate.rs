@@ -156,7 +156,13 @@ pub fn check_own_pod_cidrs(cidrs: &[IpNet], rules: &Rules) -> Result<(), String>
     check(&me, &rules).map_err(|(_, detail)| detail)
 }
 
-type Verdict = Result<(), (Reason, String)>;
+pub(super) type Verdict = Result<(), (Reason, String)>;
+
+/// The verdict [`validate`] gives `peer` when no other candidate claims any of its pod
+/// CIDRs, its VTEP MAC or its public IP: its own checks, and this node's claims.
+pub(super) fn check_alone(peer: &Peer, rules: &Rules) -> Verdict {
+    check(peer, rules).and_then(|()| Claims::new(rules, 0).check(peer))
+}
 
 fn fail(reason: Reason, detail: String) -> Verdict {
     Err((reason, detail))

@@ -4,6 +4,9 @@
 //!   remote nodes from nothing (N = 100, 1000, 5000) and one changed node at 5000, against
 //!   the same entries written by `ip -batch` / `bridge -batch` (the floor); and the one
 //!   change again by an incremental sync (no dump), as a Node change triggers it.
+//! * One-change latency, the agent's own share ([`super::agent_change`]): the reconcile
+//!   loop and datapath at 5000 Nodes fed a scripted watch stream; one Node added or
+//!   deleted at a time, from its watch event to the kernel's route notification.
 //! * Throughput: iperf3, one TCP stream, pod to pod across two netns "nodes" through
 //!   weft's datapath vs the same topology built by hand with `ip`, alternating A B A B;
 //!   plus the plain underlay veth. Medians, and the median of the per-pair ratios.
@@ -21,7 +24,8 @@
 //! Options: `--runs N` (throughput runs per variant, default 9), `--seconds S` (iperf3
 //! duration, default 3), `--skip-throughput`, `--no-masquerade` (weft's pair and the
 //! hand-built one both without a ruleset; no third pair),
-//! `--skip-convergence`, `--skip-rss`, `--kubeconfig PATH` (an admin kubeconfig of an API server reachable from
+//! `--skip-convergence`, `--skip-change-latency`, `--changes N` (single changes of each
+//! kind, default 15), `--skip-rss`, `--kubeconfig PATH` (an admin kubeconfig of an API server reachable from
 //! the node netns at 192.168.83.0/24, instead of starting one).
 
 use std::net::IpAddr;
@@ -55,7 +59,7 @@ pub(crate) fn sh(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn ip(ns: &str, args: &str) -> Result<String> {
+pub(super) fn ip(ns: &str, args: &str) -> Result<String> {
     let mut v = vec!["ip", "-n", ns];
     v.extend(args.split_whitespace());
     sh(&v)
@@ -79,10 +83,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Network namespaces removed on drop.
-struct Namespaces(Vec<String>);
+pub(super) struct Namespaces(pub(super) Vec<String>);
 
 impl Namespaces {
-    fn add(&mut self, name: String) -> Result<String> {
+    pub(super) fn add(&mut self, name: String) -> Result<String> {
         sh(&["ip", "netns", "add", &name])?;
         self.0.push(name.clone());
         ip(&name, "link set lo up")?;
@@ -138,7 +142,12 @@ fn ifindex(ns: &str, dev: &str) -> Result<u32> {
         .context("no ifindex")
 }
 
-fn config(ns: &str, underlay_ip: &str, pod_cidr: &str, dir: &Path) -> Result<DatapathConfig> {
+pub(super) fn config(
+    ns: &str,
+    underlay_ip: &str,
+    pod_cidr: &str,
+    dir: &Path,
+) -> Result<DatapathConfig> {
     Ok(DatapathConfig {
         vxlan_device: "weft.1".into(),
         vni: 1,
@@ -804,6 +813,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut kubeconfig = None;
     let mut skip_rss = false;
     let mut skip_convergence = false;
+    let mut skip_change_latency = false;
+    let mut changes = 15u32;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -813,6 +824,8 @@ pub fn run(args: &[String]) -> Result<()> {
             "--no-masquerade" => masquerade = false,
             "--skip-rss" => skip_rss = true,
             "--skip-convergence" => skip_convergence = true,
+            "--skip-change-latency" => skip_change_latency = true,
+            "--changes" => changes = it.next().context("--changes N")?.parse()?,
             "--kubeconfig" => kubeconfig = Some(it.next().context("--kubeconfig PATH")?.clone()),
             other => bail!("unknown option {other}"),
         }
@@ -827,6 +840,15 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     } else {
         convergence(&prefix, dir.path())?
+    };
+    let change = if skip_change_latency {
+        None
+    } else {
+        Some(super::agent_change::change_latency(
+            &prefix,
+            dir.path(),
+            changes,
+        )?)
     };
     let tp = if skip_throughput {
         None
@@ -861,6 +883,8 @@ pub fn run(args: &[String]) -> Result<()> {
         "n5000_vs_floor": r2(w5000 / f5000),
         "one_change_ms": r2(conv.one_change_ms),
         "one_change_incremental_ms": r2(conv.one_change_incremental_ms),
+        "one_change_agent_add_ms": change.map(|c| r2(c.add_ms)),
+        "one_change_agent_del_ms": change.map(|c| r2(c.del_ms)),
         "rss_mb_5000": rss.map(r2),
         "throughput_gbps": tp.as_ref().map(|t| r2(t.weft)),
         "handbuilt_gbps": tp.as_ref().map(|t| r2(t.handbuilt)),

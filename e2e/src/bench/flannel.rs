@@ -38,7 +38,7 @@
 
 mod agents;
 mod cluster;
-mod kernel;
+pub(super) mod kernel;
 mod report;
 pub(super) mod stats;
 mod steps;

@@ -1,6 +1,7 @@
 //! Benchmarks. Each prints human-readable figures and ends with one JSON line.
 
 mod agent;
+mod agent_change;
 mod cni;
 mod controller;
 mod flannel;
