@@ -10,6 +10,7 @@
 //! a request the kernel refused, the device re-created, an entry changed by someone else
 //! (the kernel watch asks for a full sync), anything missed (the periodic resync).
 
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -85,69 +86,7 @@ fn set<T>(peer: &str, entry: T, change: Change) -> Set<T> {
 /// Desired vs `applied`: the same [`Plan`] [`super::plan::diff`] returns against a dump of
 /// a kernel holding exactly `applied` (the tests check that), in the same order.
 pub fn diff(desired: &Desired, applied: &Applied) -> Plan {
-    let mut plan = Plan::default();
-
-    for (ip, want) in &desired.neighs {
-        let change = match applied.neighs.get(ip) {
-            Some(mac) if *mac == want.entry => continue,
-            Some(_) => Change::Update,
-            None => Change::Add,
-        };
-        let entry = Neigh {
-            ip: *ip,
-            mac: want.entry,
-        };
-        plan.set_neighs.push(set(want.peer, entry, change));
-    }
-    for (ip, mac) in &applied.neighs {
-        if !desired.neighs.contains_key(ip) {
-            plan.del_neighs.push(Neigh { ip: *ip, mac: *mac });
-        }
-    }
-
-    // One remote per MAC: a new remote replaces the old one in place.
-    for (mac, want) in &desired.fdb {
-        let change = match applied.fdb.get(mac) {
-            Some(dst) if *dst == want.entry => continue,
-            Some(_) => Change::Update,
-            None => Change::Add,
-        };
-        let entry = Fdb {
-            mac: *mac,
-            dst: want.entry,
-        };
-        plan.set_fdb.push(set(want.peer, entry, change));
-    }
-    for (mac, dst) in &applied.fdb {
-        if !desired.fdb.contains_key(mac) {
-            plan.del_fdb.push(Fdb {
-                mac: *mac,
-                dst: *dst,
-            });
-        }
-    }
-
-    // A route at another metric is another route to the kernel: deleted, the new one
-    // added. Otherwise a changed route is replaced (it is weft's own).
-    for (dst, want) in &desired.routes {
-        let change = match applied.routes.get(dst) {
-            Some(r) if *r == want.entry => continue,
-            Some(r) if r.priority == want.entry.priority => Change::Update,
-            Some(r) => {
-                plan.del_routes.push(*r);
-                Change::Add
-            }
-            None => Change::Add,
-        };
-        plan.set_routes.push(set(want.peer, want.entry, change));
-    }
-    for (dst, r) in &applied.routes {
-        if !desired.routes.contains_key(dst) {
-            plan.del_routes.push(*r);
-        }
-    }
-    plan.sort();
-    plan
+    plan(desired, applied, None)
 }
 
 /// The plan for a change of some peers only: `removed` is the desired state of the peers
@@ -157,72 +96,89 @@ pub fn diff(desired: &Desired, applied: &Applied) -> Plan {
 /// shares a key (pod CIDR, VTEP IP, MAC) with these (the tests check that): O(changes),
 /// where [`diff`] walks every peer's entries.
 pub fn diff_peers(removed: &Desired, added: &Desired, applied: &Applied) -> Plan {
+    plan(added, applied, Some(removed))
+}
+
+/// `want` over `applied`; entries of `applied` that `want` lacks are deleted: all of them,
+/// or with `only`, those among `only`'s keys.
+fn plan(want: &Desired, applied: &Applied, only: Option<&Desired>) -> Plan {
     let mut plan = Plan::default();
-    for (ip, want) in &added.neighs {
+
+    for (ip, w) in &want.neighs {
         let change = match applied.neighs.get(ip) {
-            Some(mac) if *mac == want.entry => None,
-            Some(_) => Some(Change::Update),
-            None => Some(Change::Add),
+            Some(mac) if *mac == w.entry => continue,
+            Some(_) => Change::Update,
+            None => Change::Add,
         };
-        if let Some(change) = change {
-            let entry = Neigh {
-                ip: *ip,
-                mac: want.entry,
-            };
-            plan.set_neighs.push(set(want.peer, entry, change));
-        }
+        let entry = Neigh {
+            ip: *ip,
+            mac: w.entry,
+        };
+        plan.set_neighs.push(set(w.peer, entry, change));
     }
-    for ip in removed.neighs.keys() {
-        match applied.neighs.get(ip) {
-            Some(mac) if !added.neighs.contains_key(ip) => {
-                plan.del_neighs.push(Neigh { ip: *ip, mac: *mac })
-            }
-            _ => {}
-        }
+    for (ip, mac) in stale(&applied.neighs, &want.neighs, only.map(|d| &d.neighs)) {
+        plan.del_neighs.push(Neigh { ip: *ip, mac: *mac });
     }
-    for (mac, want) in &added.fdb {
+
+    // One remote per MAC: a new remote replaces the old one in place.
+    for (mac, w) in &want.fdb {
         let change = match applied.fdb.get(mac) {
-            Some(dst) if *dst == want.entry => None,
-            Some(_) => Some(Change::Update),
-            None => Some(Change::Add),
+            Some(dst) if *dst == w.entry => continue,
+            Some(_) => Change::Update,
+            None => Change::Add,
         };
-        if let Some(change) = change {
-            let entry = Fdb {
-                mac: *mac,
-                dst: want.entry,
-            };
-            plan.set_fdb.push(set(want.peer, entry, change));
-        }
+        let entry = Fdb {
+            mac: *mac,
+            dst: w.entry,
+        };
+        plan.set_fdb.push(set(w.peer, entry, change));
     }
-    for mac in removed.fdb.keys() {
-        match applied.fdb.get(mac) {
-            Some(dst) if !added.fdb.contains_key(mac) => plan.del_fdb.push(Fdb {
-                mac: *mac,
-                dst: *dst,
-            }),
-            _ => {}
-        }
+    for (mac, dst) in stale(&applied.fdb, &want.fdb, only.map(|d| &d.fdb)) {
+        plan.del_fdb.push(Fdb {
+            mac: *mac,
+            dst: *dst,
+        });
     }
-    for (dst, want) in &added.routes {
+
+    // A route at another metric is another route to the kernel: deleted, the new one
+    // added. Otherwise a changed route is replaced (it is weft's own).
+    for (dst, w) in &want.routes {
         let change = match applied.routes.get(dst) {
-            Some(r) if *r == want.entry => continue,
-            Some(r) if r.priority == want.entry.priority => Change::Update,
+            Some(r) if *r == w.entry => continue,
+            Some(r) if r.priority == w.entry.priority => Change::Update,
             Some(r) => {
                 plan.del_routes.push(*r);
                 Change::Add
             }
             None => Change::Add,
         };
-        plan.set_routes.push(set(want.peer, want.entry, change));
+        plan.set_routes.push(set(w.peer, w.entry, change));
     }
-    for dst in removed.routes.keys() {
-        match applied.routes.get(dst) {
-            Some(r) if !added.routes.contains_key(dst) => plan.del_routes.push(*r),
-            _ => {}
-        }
+    for (_, r) in stale(&applied.routes, &want.routes, only.map(|d| &d.routes)) {
+        plan.del_routes.push(*r);
     }
     plan.sort();
     plan
+}
+
+/// The entries of `applied` whose key `want` lacks: all of them, or (`only`) those
+/// among `only`'s keys. The caller sorts.
+fn stale<'m, K: Hash + Eq, V, W, X>(
+    applied: &'m KeyMap<K, V>,
+    want: &KeyMap<K, W>,
+    only: Option<&KeyMap<K, X>>,
+) -> Vec<(&'m K, &'m V)> {
+    match only {
+        None => applied
+            .iter()
+            .filter(|(k, _)| !want.contains_key(*k))
+            .collect(),
+        Some(keys) => keys
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .filter_map(|k| applied.get_key_value(k))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
