@@ -104,52 +104,44 @@ fn routes_reach_the_kernel_after_their_neighbours_and_fdb_entries_and_go_before_
     let n1 = &c.nodes[0];
     n1.agent.drop_datapath();
     let cfg = n1.config();
-    let scenario = in_netns(&n1.ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
-            tokio::spawn(conn);
-            let (conn, _, mut notes) = rtnetlink::new_multicast_connection(&[
-                MulticastGroup::Neigh,
-                MulticastGroup::Ipv4Route,
-            ])
-            .unwrap();
-            tokio::spawn(conn);
-            let dp = Datapath::setup(cfg, handle).await.unwrap();
-            dp.sync_kind(&[], SyncKind::Full).await.unwrap();
-            let peers: Vec<Peer> = (1..=40).map(peer).collect();
-            let refs: Vec<&Peer> = peers.iter().collect();
-            let position = |log: &[Seen], s: &Seen| {
-                log.iter()
-                    .position(|x| x == s)
-                    .unwrap_or_else(|| panic!("no {s:?} in {log:?}"))
-            };
+    let scenario = in_netns_with_netlink(&n1.ns, move |handle| async move {
+        let (conn, _, mut notes) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Neigh,
+            MulticastGroup::Ipv4Route,
+        ])
+        .unwrap();
+        tokio::spawn(conn);
+        let dp = Datapath::setup(cfg, handle).await.unwrap();
+        dp.sync_kind(&[], SyncKind::Full).await.unwrap();
+        let peers: Vec<Peer> = (1..=40).map(peer).collect();
+        let refs: Vec<&Peer> = peers.iter().collect();
+        let position = |log: &[Seen], s: &Seen| {
+            log.iter()
+                .position(|x| x == s)
+                .unwrap_or_else(|| panic!("no {s:?} in {log:?}"))
+        };
 
-            let s = dp.sync_kind(&refs, SyncKind::Incremental).await.unwrap();
-            assert_eq!(s.added, 120);
-            let log = drain(&mut notes).await;
-            for p in &peers {
-                let vtep = p.pod_cidrs[0].network();
-                let route = position(&log, &Seen::Route(true, vtep));
-                assert!(position(&log, &Seen::Neigh(true, vtep)) < route, "{p:?}");
-                let mac = p.vtep.unwrap().mac;
-                assert!(position(&log, &Seen::Fdb(true, mac)) < route, "{p:?}");
-            }
+        let s = dp.sync_kind(&refs, SyncKind::Incremental).await.unwrap();
+        assert_eq!(s.added, 120);
+        let log = drain(&mut notes).await;
+        for p in &peers {
+            let vtep = p.pod_cidrs[0].network();
+            let route = position(&log, &Seen::Route(true, vtep));
+            assert!(position(&log, &Seen::Neigh(true, vtep)) < route, "{p:?}");
+            let mac = p.vtep.unwrap().mac;
+            assert!(position(&log, &Seen::Fdb(true, mac)) < route, "{p:?}");
+        }
 
-            let s = dp.sync_kind(&[], SyncKind::Incremental).await.unwrap();
-            assert_eq!(s.removed, 120);
-            let log = drain(&mut notes).await;
-            for p in &peers {
-                let vtep = p.pod_cidrs[0].network();
-                let route = position(&log, &Seen::Route(false, vtep));
-                assert!(route < position(&log, &Seen::Neigh(false, vtep)), "{p:?}");
-                let mac = p.vtep.unwrap().mac;
-                assert!(route < position(&log, &Seen::Fdb(false, mac)), "{p:?}");
-            }
-        });
+        let s = dp.sync_kind(&[], SyncKind::Incremental).await.unwrap();
+        assert_eq!(s.removed, 120);
+        let log = drain(&mut notes).await;
+        for p in &peers {
+            let vtep = p.pod_cidrs[0].network();
+            let route = position(&log, &Seen::Route(false, vtep));
+            assert!(route < position(&log, &Seen::Neigh(false, vtep)), "{p:?}");
+            let mac = p.vtep.unwrap().mac;
+            assert!(route < position(&log, &Seen::Fdb(false, mac)), "{p:?}");
+        }
     });
     scenario.join().expect("scenario");
 }

@@ -80,6 +80,26 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
+/// Runs `f` with an rtnetlink handle on a current-thread runtime of a thread in netns
+/// `ns` (a test driving a [`Datapath`] of its own).
+pub fn in_netns_with_netlink<F, Fut>(ns: &str, f: F) -> std::thread::JoinHandle<()>
+where
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().unwrap();
+            tokio::spawn(conn);
+            f(handle).await
+        })
+    })
+}
+
 /// Network namespaces deleted on drop.
 #[derive(Default)]
 pub struct NetnsGuard(pub Vec<String>);
