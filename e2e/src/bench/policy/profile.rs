@@ -17,7 +17,6 @@ use weft_agent::policy::diff::{diff, Update};
 use weft_agent::policy::inputs::{Input, Inputs};
 use weft_agent::policy::nfnl::{self, SetChange};
 use weft_agent::policy::render::Ruleset;
-use weft_common::netns::Netns;
 
 use super::objects::*;
 use crate::bench::agent::median;
@@ -113,16 +112,10 @@ pub fn profile(
 
 /// The element batch in netns `ns`, as the agent writes it; its time in ms.
 fn batch(ns: &str, changes: Vec<SetChange>) -> Result<f64> {
-    let netns = Netns::open(format!("/var/run/netns/{ns}").as_ref())?;
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<f64> {
-            netns.enter()?;
-            let t = Instant::now();
-            nfnl::apply(&changes)?;
-            Ok(ms(t.elapsed()))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the batch thread panicked"))?
+    super::in_netns(ns, || {
+        let t = Instant::now();
+        nfnl::apply(&changes)?;
+        Ok(ms(t.elapsed()))
     })
 }
 
